@@ -1,0 +1,204 @@
+"""The ``masterlinc`` command (D§1). Each command reads settings at its entry point and hands typed config down.
+
+Heavy imports happen inside the commands so ``masterlinc --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from hub.cli_support import fail, not_built, settings_or_exit
+
+app = typer.Typer(
+    name="masterlinc",
+    help="MasterLinc: a 3CX phone system on an event bus, worked by AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+schema_app = typer.Typer(help="The event and command contract.", no_args_is_help=True)
+events_app = typer.Typer(help="Read the event log.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters.", no_args_is_help=True)
+db_app = typer.Typer(help="The event log database.", no_args_is_help=True)
+mcp_app = typer.Typer(help="The MCP facade for assistants.", no_args_is_help=True)
+mcp_token_app = typer.Typer(help="MCP bearer tokens.", no_args_is_help=True)
+agent_app = typer.Typer(help="Agents.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+app.add_typer(events_app, name="events")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(db_app, name="db")
+app.add_typer(mcp_app, name="mcp")
+mcp_app.add_typer(mcp_token_app, name="token")
+app.add_typer(agent_app, name="agent")
+app.add_typer(config_app, name="config")
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@schema_app.command("export")
+def schema_export(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout")] = None,
+) -> None:
+    """Print the JSON Schemas of every event, command and query."""
+    from schemas.export import contract_document, to_json
+
+    _emit(to_json(contract_document()), out)
+
+
+@schema_app.command("asyncapi")
+def schema_asyncapi(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout")] = None,
+) -> None:
+    """Print the AsyncAPI 3 document: one channel per event type with its subject parameters."""
+    from schemas.export import asyncapi_document, to_json
+
+    _emit(to_json(asyncapi_document()), out)
+
+
+def _emit(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        typer.echo(f"wrote {out}", err=True)
+
+
+# --------------------------------------------------------------------------- bench
+
+
+@app.command("bench")
+def bench(
+    names: Annotated[list[str] | None, typer.Argument(help="Benchmarks (or prefixes) to run; all when omitted")] = None,
+    quick: Annotated[bool, typer.Option(help="Tiny sizes: checks the harness, figures mean little")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    list_only: Annotated[bool, typer.Option("--list", help="List the benchmarks and exit")] = False,
+) -> None:
+    """Run benchmarks: each figure is printed next to a raw baseline measured in the same run."""
+    from hub.bench import BenchOptions, all_benchmarks, run_benchmarks
+    from hub.bench.report import render_table
+
+    if list_only:
+        for name, description in all_benchmarks().items():
+            typer.echo(f"{name:28} {description}")
+        return
+    settings = settings_or_exit()
+    options = BenchOptions(quick=quick, nats_url=settings.nats_url, database_url=settings.database_url)
+    try:
+        results = asyncio.run(run_benchmarks(names or [], options))
+    except KeyError as exc:
+        fail(str(exc.args[0]))
+    if json_out:
+        typer.echo(json.dumps([r.as_json() for r in results], indent=2))
+    else:
+        render_table(results)
+
+
+# --------------------------------------------------------------------------- services
+
+
+@app.command("up")
+def up(
+    scenario: Annotated[str, typer.Option(help="Demo scenario for the built-in simulator")] = "demo",
+    data_dir: Annotated[Path | None, typer.Option(help="Where the JetStream store and SQLite log live")] = None,
+    calls: Annotated[int, typer.Option(help="Synthetic calls to run through the hub (0 = until Ctrl-C)")] = 0,
+) -> None:
+    """Run the whole hub in one process tree with embedded defaults."""
+    from hub.up import run_up
+
+    settings = settings_or_exit(data_dir=data_dir)
+    raise typer.Exit(asyncio.run(run_up(settings, scenario=scenario, calls=calls)))
+
+
+@app.command("recorder")
+def recorder() -> None:
+    """Consume ML_EVENTS in batches and file every event in the event log, once."""
+    from hub.recorder import run_recorder_service
+
+    settings = settings_or_exit()
+    raise typer.Exit(asyncio.run(run_recorder_service(settings)))
+
+
+@app.command("ingest")
+def ingest() -> None:
+    """Turn each configured PBX's websocket and REST state into typed events."""
+    not_built("ingest", 7)
+
+
+@app.command("worker")
+def worker() -> None:
+    """Execute commands on the PBX with idempotency, deadlines and rate limits; answer queries."""
+    not_built("worker", 9)
+
+
+@app.command("coordinator")
+def coordinator() -> None:
+    """Agent registry, call ownership and assignment."""
+    not_built("coordinator", 11)
+
+
+@agent_app.command("run")
+def agent_run(name: Annotated[str, typer.Argument(help="Agent name (built-in or from an installed package)")]) -> None:
+    """Run an agent."""
+    not_built(f"agent {name}", 11)
+
+
+@app.command("sim")
+def sim_placeholder() -> None:
+    """Run the built-in 3CX simulator."""
+    not_built("sim", 4)
+
+
+@mcp_app.command("serve")
+def mcp_serve(transport: Annotated[str, typer.Option(help="stdio or http")] = "stdio") -> None:
+    """Serve the MCP facade."""
+    not_built("mcp serve", 10)
+
+
+@mcp_app.command("config")
+def mcp_config(client: Annotated[str, typer.Option(help="claude-desktop, claude-code, cursor, ...")]) -> None:
+    """Print (or --write) an assistant's MCP configuration."""
+    not_built("mcp config", 10)
+
+
+@mcp_token_app.command("create")
+def mcp_token_create() -> None:
+    """Create an MCP bearer token."""
+    not_built("mcp token", 10)
+
+
+@mcp_token_app.command("list")
+def mcp_token_list() -> None:
+    """List MCP bearer tokens."""
+    not_built("mcp token", 10)
+
+
+@mcp_token_app.command("revoke")
+def mcp_token_revoke() -> None:
+    """Revoke an MCP bearer token."""
+    not_built("mcp token", 10)
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate the configuration and explain each problem."""
+    settings = settings_or_exit()
+    typer.echo(f"settings are valid: {len(settings.pbxs)} PBX(s) configured")
+    typer.echo(f"  bus:      {settings.nats_url or 'embedded nats-server (NATS_URL unset)'}")
+    typer.echo(f"  event log: {settings.effective_database_url().split('@')[-1]}")
+
+
+def main() -> NoReturn:
+    app()
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    main()

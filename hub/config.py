@@ -1,0 +1,173 @@
+"""Settings: one object, read only at entry points (D§10), split into typed sub-configs passed down.
+
+Sources, highest first: command-line overrides, environment (``ML_*``; ``NATS_URL`` and ``DATABASE_URL`` keep those
+names; nested with ``__``, e.g. ``ML_BUS__DUPLICATE_WINDOW_S``), a YAML file named by ``ML_CONFIG``, defaults.
+Secrets (``client_secret``) are :class:`pydantic.SecretStr` and may come from a file (``client_secret_file``), so they
+never appear in ``repr``, logs or errors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from schemas.tokens import PbxId
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PbxConfig(Section):
+    """One 3CX PBX: where it is and the API integration's client credentials (client_id is the route point's DN)."""
+
+    id: PbxId
+    base_url: str = Field(description="https://pbx.example.com[:port] (no path)")
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    park_orbit: str = Field(default="SP0", description="Park = transferto this orbit (unverified on 3CX)")
+    pickup_code: str = Field(default="*4", description="Resume = makecall to this code + orbit (unverified on 3CX)")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("base_url must start with https:// (or http:// for a local simulator)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> PbxConfig:
+        if self.client_secret is not None and self.client_secret_file is not None:
+            raise ValueError("give client_secret or client_secret_file, not both")
+        return self
+
+    def secret(self) -> str:
+        """The client secret, read from the file when configured that way. Raises with what to do when missing."""
+        if self.client_secret is not None:
+            return self.client_secret.get_secret_value()
+        if self.client_secret_file is not None:
+            try:
+                return self.client_secret_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"pbx {self.id}: cannot read client_secret_file {self.client_secret_file}: {exc.strerror}"
+                ) from None
+        raise ValueError(f"pbx {self.id}: no client secret; set ML_PBXS__0__CLIENT_SECRET or client_secret_file")
+
+
+class BusConfig(Section):
+    """JetStream stream limits (created or updated idempotently at start)."""
+
+    events_max_age_s: float = Field(default=7 * 86400, gt=0)
+    events_max_bytes: int = Field(default=-1)
+    duplicate_window_s: float = Field(default=120, gt=0)
+    replicas: int = Field(default=1, ge=1, le=5)
+    publish_max_pending: int = Field(default=4000, ge=1)
+
+
+class RecorderConfig(Section):
+    batch_size: int = Field(default=1000, ge=1, le=10000)
+    fetch_timeout_s: float = Field(default=0.5, gt=0)
+    max_deliver: int = Field(default=10, ge=1)
+    retry_backoff_max_s: float = Field(default=10.0, gt=0)
+    durable: str = "ml-recorder"
+
+
+class HttpConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ML_", env_nested_delimiter="__", extra="forbid", frozen=True, populate_by_name=True
+    )
+
+    nats_url: str | None = Field(default=None, validation_alias=AliasChoices("NATS_URL", "ML_NATS_URL", "nats_url"))
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "ML_DATABASE_URL", "database_url")
+    )
+    data_dir: Path = Field(default=Path(".masterlinc"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    pbxs: list[PbxConfig] = Field(default_factory=list)
+    bus: BusConfig = Field(default_factory=BusConfig)
+    recorder: RecorderConfig = Field(default_factory=RecorderConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise ValueError("NATS_URL must look like nats://host:4222 (or tls://, ws://, wss://)")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith(("postgresql://", "postgres://")):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "DATABASE_URL must be a SQLAlchemy async URL: sqlite+aiosqlite:///path.db or "
+                "postgresql+asyncpg://user@host/db"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _unique_pbx(self) -> Settings:
+        ids = [p.id for p in self.pbxs]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"pbx ids must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("ML_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    # -- derived values used by the entry points
+
+    def sqlite_default_url(self) -> str:
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'events.db').resolve()}"
+
+    def effective_database_url(self) -> str:
+        return self.database_url or self.sqlite_default_url()
+
+    def effective_nats_url(self) -> str:
+        return self.nats_url or DEFAULT_NATS_URL
+
+    def pbx(self, pbx_id: str) -> PbxConfig:
+        for pbx in self.pbxs:
+            if pbx.id == pbx_id:
+                return pbx
+        known = ", ".join(p.id for p in self.pbxs) or "none configured"
+        raise KeyError(f"unknown pbx {pbx_id!r}; configured: {known}")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings at an entry point; overrides (e.g. from CLI flags) win over the environment."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

@@ -1,0 +1,116 @@
+"""NATS subjects, derived from the models (D§3). Nothing else in the hub writes a subject by hand.
+
+| what        | subject                                          | stream      |
+|-------------|--------------------------------------------------|-------------|
+| events      | ml.evt.<pbx>.<domain>.<key>.<name>               | ML_EVENTS   |
+| commands    | ml.cmd.<pbx>.<name>                              | ML_COMMANDS |
+| queries     | ml.qry.<pbx>.<name>                              | (req/reply) |
+| token       | ml.int.<pbx>.token                               | (req/reply) |
+| sandbox     | ml.sbx.<run>.evt.<pbx>.<domain>.<key>.<name>     | (core)      |
+| dead letter | ml.dlq.<source>                                  | ML_DLQ      |
+"""
+
+from __future__ import annotations
+
+from schemas.commands import CommandBase, QueryBase
+from schemas.events import DOMAINS, EventBase
+from schemas.tokens import check_pbx_id, check_token
+
+PREFIX = "ml"
+EVENTS_STREAM = "ML_EVENTS"
+COMMANDS_STREAM = "ML_COMMANDS"
+DLQ_STREAM = "ML_DLQ"
+
+EVENTS_ALL = f"{PREFIX}.evt.>"
+COMMANDS_ALL = f"{PREFIX}.cmd.>"
+DLQ_ALL = f"{PREFIX}.dlq.>"
+
+ANY = "*"
+
+
+def event_subject(event: EventBase) -> str:
+    """``ml.evt.<pbx>.<domain>.<key>.<name>`` for an event."""
+    key = check_token(event.subject_key(), "subject key")
+    return f"{PREFIX}.evt.{event.pbx_id}.{event.DOMAIN}.{key}.{event.NAME}"
+
+
+def sandbox_subject(run: str, original: str) -> str:
+    """The replay sandbox subject for an original event subject."""
+    check_token(run, "replay run id")
+    if not original.startswith(f"{PREFIX}.evt."):
+        raise ValueError(f"not an event subject: {original!r}")
+    return f"{PREFIX}.sbx.{run}.{original[len(PREFIX) + 1 :]}"
+
+
+def command_subject(command: CommandBase | type[CommandBase], pbx_id: str | None = None) -> str:
+    pbx = command.pbx_id if isinstance(command, CommandBase) else check_pbx_id(pbx_id or "")
+    return f"{PREFIX}.cmd.{pbx}.{command.NAME}"
+
+
+def query_subject(query: QueryBase | type[QueryBase], pbx_id: str | None = None) -> str:
+    pbx = query.pbx_id if isinstance(query, QueryBase) else check_pbx_id(pbx_id or "")
+    return f"{PREFIX}.qry.{pbx}.{query.NAME}"
+
+
+def commands_filter(pbx_id: str | None = None) -> str:
+    return f"{PREFIX}.cmd.{check_pbx_id(pbx_id) if pbx_id else ANY}.*"
+
+
+def queries_filter(pbx_id: str | None = None) -> str:
+    return f"{PREFIX}.qry.{check_pbx_id(pbx_id) if pbx_id else ANY}.*"
+
+
+def token_subject(pbx_id: str) -> str:
+    return f"{PREFIX}.int.{check_pbx_id(pbx_id)}.token"
+
+
+def dlq_subject(source: str) -> str:
+    return f"{PREFIX}.dlq.{check_token(source, 'dead-letter source')}"
+
+
+def event_filter(
+    *,
+    pbx_id: str | None = None,
+    event_type: type[EventBase] | None = None,
+    domain: str | None = None,
+    key: str | None = None,
+    prefix: str | None = None,
+) -> str:
+    """A filter subject; any part left out is a wildcard. ``prefix`` replaces ``ml.evt`` (e.g. a sandbox run)."""
+    if event_type is not None and domain is not None and domain != event_type.DOMAIN:
+        raise ValueError(f"domain {domain!r} contradicts event type {event_type.type_name()!r}")
+    if domain is not None and domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
+    pbx = check_pbx_id(pbx_id) if pbx_id else ANY
+    dom = event_type.DOMAIN if event_type else (domain or ANY)
+    k = check_token(key, "key") if key else ANY
+    name = event_type.NAME if event_type else ANY
+    head = prefix or f"{PREFIX}.evt"
+    if pbx == ANY and dom == ANY and k == ANY and name == ANY:
+        return f"{head}.>"
+    return f"{head}.{pbx}.{dom}.{k}.{name}"
+
+
+def call_filter(call_id: str, pbx_id: str | None = None) -> str:
+    """Everything about one call: ``ml.evt.*.*.<call_id>.*``."""
+    return event_filter(pbx_id=pbx_id, key=call_id)
+
+
+def type_filter(event_type: type[EventBase], pbx_id: str | None = None) -> str:
+    """One event type: e.g. ``ml.evt.*.call.*.ended``."""
+    return event_filter(pbx_id=pbx_id, event_type=event_type)
+
+
+def pbx_filter(pbx_id: str) -> str:
+    """Everything from one PBX: ``ml.evt.<pbx>.>``."""
+    return f"{PREFIX}.evt.{check_pbx_id(pbx_id)}.>"
+
+
+def parse_event_subject(subject: str) -> tuple[str, str, str, str]:
+    """(pbx, domain, key, name) of an event subject; ValueError when it is not one."""
+    parts = subject.split(".")
+    if len(parts) == 6 and parts[0] == PREFIX and parts[1] == "evt":
+        return parts[2], parts[3], parts[4], parts[5]
+    if len(parts) == 8 and parts[0] == PREFIX and parts[1] == "sbx" and parts[3] == "evt":
+        return parts[4], parts[5], parts[6], parts[7]
+    raise ValueError(f"not an event subject: {subject!r}")
