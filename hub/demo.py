@@ -45,25 +45,25 @@ def synthetic_call(
     talk = rng.uniform(5, 120)
     out: list[e.EventBase] = [
         e.CallCreated(
-            **env("created", t),  # type: ignore[arg-type]
+            **env("created", t),
             data=e.CallCreatedData(direction=Direction.INBOUND, from_number=caller, to_number=ext),
         ),
-        e.CallRinging(**env("ringing", t), data=e.LegData(participant=base)),  # type: ignore[arg-type]
+        e.CallRinging(**env("ringing", t), data=e.LegData(participant=base)),
         e.CallAnswered(
-            **env("answered", t + timedelta(seconds=ring)),  # type: ignore[arg-type]
+            **env("answered", t + timedelta(seconds=ring)),
             data=e.LegData(participant=base.model_copy(update={"status": "Connected"})),
         ),
     ]
     if rng.random() < 0.3:
         out.append(
             e.DtmfReceived(
-                **env("dtmf", t + timedelta(seconds=ring + 2)),  # type: ignore[arg-type]
+                **env("dtmf", t + timedelta(seconds=ring + 2)),
                 data=e.DtmfData(digits=str(rng.randrange(10))),
             )
         )
     out.append(
         e.CallEnded(
-            **env("ended", t + timedelta(seconds=ring + talk)),  # type: ignore[arg-type]
+            **env("ended", t + timedelta(seconds=ring + talk)),
             data=e.CallEndedData(
                 cause=e.EndCause.COMPLETED, answered=True, talk_seconds=round(talk, 2), ring_seconds=round(ring, 2)
             ),

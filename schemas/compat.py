@@ -73,12 +73,13 @@ def check_compatibility(snapshot: dict[str, Any]) -> list[str]:
             problems.append(f"{name}: the type was removed")
             continue
         old_version = int(entry["version"])
-        if cls.VERSION < old_version:
+        if old_version > cls.VERSION:
             problems.append(f"{name}: version went down from {old_version} to {cls.VERSION}")
-        elif cls.VERSION > old_version:
+        elif old_version < cls.VERSION:
             if not has_path(name, old_version):
                 problems.append(f"{name}: v{old_version} -> v{cls.VERSION} has no upcaster path")
         else:
             current = cls.model_json_schema(by_alias=True)
-            problems.extend(f"{name}: {p}" for p in _compare_object("", entry["schema"], entry["schema"], current, current))
+            old = entry["schema"]
+            problems.extend(f"{name}: {p}" for p in _compare_object("", old, old, current, current))
     return problems

@@ -93,7 +93,8 @@ def _load_modules() -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:  # a real missing dependency inside the module: say so
+            missing = exc.name or ""
+            if not (module == missing or module.startswith(missing + ".")):  # a missing dependency inside: say so
                 raise
 
 

@@ -23,8 +23,8 @@ def test_event_round_trips_through_json(cls: type[events.EventBase]) -> None:
     back = codec.parse_event(codec.dump_event(event))
     assert type(back) is cls
     assert back == event
-    assert back.type == cls.type_name()  # type: ignore[attr-defined]
-    assert back.schema_version == cls.VERSION  # type: ignore[attr-defined]
+    assert back.type == cls.type_name()
+    assert back.schema_version == cls.VERSION
 
 
 @pytest.mark.parametrize("command", command_samples(), ids=lambda c: c.NAME)
@@ -91,7 +91,9 @@ def test_command_result_carries_an_error_exactly_when_failed() -> None:
     with pytest.raises(ValueError, match="exactly when ok is false"):
         commands.CommandResult(command_id="x", ok=False)
     failed = commands.CommandResult(
-        command_id="x", ok=False, error={"code": "rate_limited", "message": "slow down"}  # type: ignore[arg-type]
+        command_id="x",
+        ok=False,
+        error={"code": "rate_limited", "message": "slow down"},
     )
     assert failed.error is not None and failed.error.retryable
     assert failed.error.code is ErrorCode.RATE_LIMITED

