@@ -1,0 +1,107 @@
+"""The dial policy (D§8): which destinations an issuer may call.
+
+Evaluation order, first match wins:
+1. an explicit ``deny`` pattern -> denied;
+2. an explicit ``allow`` pattern -> allowed;
+3. for restricted issuers (MCP tokens by default): emergency, premium-rate and international destinations -> denied;
+4. otherwise allowed.
+
+Emergency numbers are denied to assistants on purpose: an assistant that dials 911 by mistake ties up an emergency
+line; a person can still dial from their phone. Numbers are normalised first (an outside-line prefix such as ``9``
+is stripped), so ``9911`` cannot slip past a rule for ``911``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+DEFAULT_EMERGENCY = ("911", "112", "999", "000", "110", "119", "118", "933", "102", "103")
+DEFAULT_PREMIUM = (
+    r"^\+?1?(900|976)\d{7}$",  # NANP premium
+    r"^(\+44|0)9\d{8,9}$",  # UK 09
+    r"^(\+49|0)900\d+$",  # DE 0900
+    r"^(\+33|0)8[9]\d{7}$",  # FR 089
+    r"^(\+61|0)?19\d{4,8}$",  # AU 19xx
+)
+
+
+class Verdict(StrEnum):
+    ALLOWED = "allowed"
+    DENIED_RULE = "denied_by_rule"
+    DENIED_EMERGENCY = "denied_emergency"
+    DENIED_PREMIUM = "denied_premium_rate"
+    DENIED_INTERNATIONAL = "denied_international"
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    number: str
+    reason: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict is Verdict.ALLOWED
+
+
+@dataclass(frozen=True, kw_only=True)
+class DialPolicy:
+    """Configured rules; patterns are regular expressions matched against the normalised number."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    emergency: tuple[str, ...] = DEFAULT_EMERGENCY
+    premium: tuple[str, ...] = DEFAULT_PREMIUM
+    home_country_code: str = "1"
+    international_prefixes: tuple[str, ...] = ("011", "00")
+    outside_line_prefix: str = ""
+    restricted_issuer_prefixes: tuple[str, ...] = ("mcp:",)
+    _compiled: dict[str, tuple[re.Pattern[str], ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("allow", "deny", "premium"):
+            try:
+                self._compiled[name] = tuple(re.compile(p) for p in getattr(self, name))
+            except re.error as exc:
+                raise ValueError(
+                    f"dial policy: {name} pattern {exc.pattern!r} is not a regular expression: {exc}"
+                ) from None
+
+    def normalise(self, number: str) -> str:
+        digits = re.sub(r"[\s().-]", "", number)
+        if self.outside_line_prefix and digits.startswith(self.outside_line_prefix) and len(digits) > 3:
+            digits = digits[len(self.outside_line_prefix) :]
+        return digits
+
+    def is_restricted(self, issuer: str) -> bool:
+        return issuer.startswith(self.restricted_issuer_prefixes)
+
+    def check(self, number: str, issuer: str) -> Decision:
+        n = self.normalise(number)
+        for pattern in self._compiled["deny"]:
+            if pattern.search(n):
+                return Decision(Verdict.DENIED_RULE, n, f"{n} matches the deny rule {pattern.pattern!r}")
+        for pattern in self._compiled["allow"]:
+            if pattern.search(n):
+                return Decision(Verdict.ALLOWED, n, f"allowed by rule {pattern.pattern!r}")
+        if self.is_restricted(issuer):
+            if n.lstrip("+") in self.emergency:
+                return Decision(Verdict.DENIED_EMERGENCY, n, f"{n} is an emergency number: assistants may not dial it")
+            for pattern in self._compiled["premium"]:
+                if pattern.search(n):
+                    return Decision(Verdict.DENIED_PREMIUM, n, f"{n} is a premium-rate number")
+            if self._international(n):
+                return Decision(
+                    Verdict.DENIED_INTERNATIONAL,
+                    n,
+                    f"{n} is international (home country +{self.home_country_code}); an operator can allow it "
+                    "with a dial-policy allow rule",
+                )
+        return Decision(Verdict.ALLOWED, n, "no rule restricts it")
+
+    def _international(self, n: str) -> bool:
+        if n.startswith("+"):
+            return not n[1:].startswith(self.home_country_code)
+        return any(n.startswith(p) and len(n) > len(p) + 6 for p in self.international_prefixes)
