@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     recorder: RecorderConfig = Field(default_factory=RecorderConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
 
+    @field_validator("pbxs", mode="before")
+    @classmethod
+    def _indexed_list(cls, value: Any) -> Any:
+        """``ML_PBXS__0__ID=...`` arrives as {"0": {...}}: turn index keys into a list in index order."""
+        if isinstance(value, dict) and all(str(k).isdigit() for k in value):
+            return [value[k] for k in sorted(value, key=lambda k: int(k))]
+        return value
+
     @field_validator("nats_url")
     @classmethod
     def _nats(cls, value: str | None) -> str | None:
