@@ -1,0 +1,50 @@
+"""NATS KV buckets of D§9, opened or created idempotently. Names and TTLs live here, nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    ttl_s: float | None
+    description: str
+    history: int = 1
+
+
+CALL_IDS = Bucket("ML_CALLIDS", 7 * 86400, "(pbx, 3CX callid, first seen) -> hub call_id")
+LEADERS = Bucket("ML_LEADERS", None, "one active adapter per PBX: leader leases and epochs")
+CALL_LEASES = Bucket("ML_LEASES", None, "call ownership leases of agents")
+AGENTS = Bucket("ML_AGENTS", 3600, "agent registry and heartbeats")
+INFLIGHT = Bucket("ML_INFLIGHT", 86400, "commands a worker has started on the PBX")
+IDEMPOTENCY = Bucket("ML_IDEMPOTENCY", 86400, "command results by issuer and idempotency key (24 h window)")
+RATE = Bucket("ML_RATE", 120, "per-PBX command rate windows shared by all workers")
+
+ALL_BUCKETS = (CALL_IDS, LEADERS, CALL_LEASES, AGENTS, INFLIGHT, IDEMPOTENCY, RATE)
+
+
+async def open_bucket(
+    js: JetStreamContext, bucket: Bucket, *, ttl_s: float | None = None, replicas: int = 1
+) -> KeyValue:
+    """Open the bucket, creating it on first use. ``ttl_s`` overrides the default window (e.g. idempotency)."""
+    try:
+        return await js.key_value(bucket.name)
+    except (BucketNotFoundError, NotFoundError):
+        pass
+    ttl = ttl_s if ttl_s is not None else bucket.ttl_s
+    return await js.create_key_value(
+        KeyValueConfig(
+            bucket=bucket.name,
+            description=bucket.description,
+            history=bucket.history,
+            ttl=ttl,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        )
+    )
