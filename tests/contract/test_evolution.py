@@ -116,3 +116,10 @@ def test_a_version_from_the_future_is_refused_with_what_to_do() -> None:
         upcast(raw)
     with pytest.raises(codec.DecodeError, match="newer than this hub"):
         codec.parse_event(json.dumps(raw))
+
+
+def test_event_catalogue_matches_the_committed_docs() -> None:
+    from schemas.export import catalogue_markdown
+
+    committed = (ROOT / "docs/events.md").read_text()
+    assert catalogue_markdown() == committed, "regenerate with `masterlinc schema catalogue -o docs/events.md`"
