@@ -62,6 +62,16 @@ def schema_asyncapi(
     _emit(to_json(asyncapi_document()), out)
 
 
+@schema_app.command("catalogue")
+def schema_catalogue(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout")] = None,
+) -> None:
+    """Print the event catalogue (Markdown): every type with its subject, version, meaning and fields."""
+    from schemas.export import catalogue_markdown
+
+    _emit(catalogue_markdown(), out)
+
+
 def _emit(text: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text)
@@ -69,6 +79,118 @@ def _emit(text: str, out: Path | None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         typer.echo(f"wrote {out}", err=True)
+
+
+# --------------------------------------------------------------------------- event log
+
+
+CallOpt = Annotated[list[str] | None, typer.Option("--call", help="A call id (repeatable)")]
+TypeOpt = Annotated[list[str] | None, typer.Option("--type", help="An event type such as call.ended (repeatable)")]
+PbxOpt = Annotated[str | None, typer.Option("--pbx", help="Only this PBX")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="ISO time or a duration ago: 2026-11-23T10:00Z, 15m, 2h")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="ISO time or a duration ago")]
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
+    """Apply the event log's migrations (Postgres or SQLite)."""
+    from hub.eventlog.migrate import upgrade
+
+    settings = settings_or_exit()
+    url = settings.effective_database_url()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        upgrade(url, revision)
+    except Exception as exc:  # alembic and drivers raise many types; the message is what matters here
+        fail(f"migration failed on {_safe_url(url)}: {exc}")
+    typer.echo(f"event log at {_safe_url(url)} is at {revision}")
+
+
+@app.command("replay")
+def replay_command(
+    call: CallOpt = None,
+    type_: TypeOpt = None,
+    pbx: PbxOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    to_original: Annotated[
+        bool, typer.Option("--to-original", help="Publish to the original subjects (agents may act on them)")
+    ] = False,
+    pace: Annotated[str, typer.Option(help="instant or original")] = "instant",
+    speed: Annotated[float, typer.Option(help="With --pace original: 2 plays twice as fast")] = 1.0,
+    rate: Annotated[float | None, typer.Option(help="At most this many events per second")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be sent; send nothing")] = False,
+) -> None:
+    """Replay recorded events: to a sandbox subject tree by default."""
+    from hub.cli_log import run_replay
+
+    settings = settings_or_exit()
+    if pace not in ("instant", "original"):
+        fail(f"--pace must be instant or original, not {pace!r}")
+    run_replay(
+        settings,
+        call_ids=tuple(call or ()),
+        types=tuple(type_ or ()),
+        pbx_id=pbx,
+        since=since,
+        until=until,
+        to_original=to_original,
+        pace=pace,
+        speed=speed,
+        rate=rate,
+        dry_run=dry_run,
+    )
+
+
+@events_app.command("tail")
+def events_tail(call: CallOpt = None, type_: TypeOpt = None, pbx: PbxOpt = None) -> None:
+    """Print live events as they arrive on the bus."""
+    from hub.cli_log import run_tail
+
+    run_tail(settings_or_exit(), call_ids=tuple(call or ()), types=tuple(type_ or ()), pbx_id=pbx)
+
+
+@events_app.command("show")
+def events_show(call: Annotated[str, typer.Option("--call", help="The call id")]) -> None:
+    """Print one call's timeline from the event log."""
+    from hub.cli_log import run_show
+
+    run_show(settings_or_exit(), call)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    status: Annotated[str | None, typer.Option(help="open or retried")] = "open",
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+) -> None:
+    """List dead letters."""
+    from hub.cli_log import run_dlq_list
+
+    run_dlq_list(settings_or_exit(), status, limit)
+
+
+@dlq_app.command("show")
+def dlq_show(letter_id: Annotated[int, typer.Argument(help="Dead letter id (from dlq list)")]) -> None:
+    """Show one dead letter with its reason and payload."""
+    from hub.cli_log import run_dlq_show
+
+    run_dlq_show(settings_or_exit(), letter_id)
+
+
+@dlq_app.command("retry")
+def dlq_retry(letter_id: Annotated[int, typer.Argument(help="Dead letter id (from dlq list)")]) -> None:
+    """Publish a dead letter again to its original subject (after fixing what made it fail)."""
+    from hub.cli_log import run_dlq_retry
+
+    run_dlq_retry(settings_or_exit(), letter_id)
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its credentials, for messages."""
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
 
 
 # --------------------------------------------------------------------------- bench

@@ -118,7 +118,7 @@ class Worker:
             while not stopping.is_set():
                 try:
                     msgs = await psub.fetch(self._config.batch, timeout=0.5)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):
                     continue
                 await asyncio.gather(*(self.handle(msg) for msg in msgs))
         finally:

@@ -1,0 +1,248 @@
+"""The recorder: ML_EVENTS -> the event log, each event id once, acked only after commit (D§4).
+
+A durable pull consumer is fetched in batches; each batch is written in one transaction and then acked.
+- A message that is not a valid event goes to the dead letters at once (with the reason) and is terminated.
+- A message published by a replay to the original subjects (header ``Ml-Replay``) is acked and not recorded again.
+- While the database is unavailable, the batch is held: its messages are kept alive with ``in_progress`` (so a
+  database outage never counts toward max_deliver), the write is retried with backoff, and fetching stops.
+- Killed between write and ack, the recorder's batch is redelivered after ack_wait and the unique event id makes the
+  second write a no-op: nothing is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client import Counter, Gauge, Histogram
+
+from hub.bus import REPLAY_HEADER, BusUnavailableError, connect, ensure_streams
+from hub.config import RecorderConfig, Settings
+from hub.eventlog.store import DeadLetterInput, EventStore, LogRow, StoreUnavailable
+from hub.logs import get_logger
+from hub.runner import Health, ServiceContext, run_service
+from schemas import subjects
+from schemas.codec import DecodeError
+
+log = get_logger(__name__)
+
+EVENTS = Counter("ml_recorder_events_total", "Messages the recorder handled, by outcome", ["outcome"])
+BATCH_SECONDS = Histogram(
+    "ml_recorder_batch_seconds", "Time to write and ack one batch", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+)
+STORE_RETRIES = Counter("ml_recorder_store_retries_total", "Batch writes retried because the database was down")
+PENDING = Gauge("ml_recorder_consumer_pending", "Messages in ML_EVENTS not yet delivered to the recorder")
+
+ACK_WAIT_S = 30.0
+DLQ_SOURCE = "recorder"
+
+
+@dataclass
+class RecorderStats:
+    fetched: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    dead: int = 0
+    replay_skipped: int = 0
+    batches: int = 0
+    store_retries: int = 0
+
+
+def consumer_config(config: RecorderConfig) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=config.durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ACK_WAIT_S,
+        max_deliver=config.max_deliver,
+        max_ack_pending=max(config.batch_size * 4, 1000),
+        filter_subject=subjects.EVENTS_ALL,
+    )
+
+
+class Recorder:
+    """Moves events from the bus to the store. One instance per process; several processes may share the consumer."""
+
+    def __init__(self, js: JetStreamContext, store: EventStore, config: RecorderConfig, health: Health) -> None:
+        self._js = js
+        self._store = store
+        self._config = config
+        self._health = health
+        self.stats = RecorderStats()
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        return await self._js.pull_subscribe(
+            subjects.EVENTS_ALL,
+            durable=self._config.durable,
+            stream=subjects.EVENTS_STREAM,
+            config=consumer_config(self._config),
+        )
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        psub = await self.subscribe()
+        while not stopping.is_set():
+            try:
+                msgs = await psub.fetch(self._config.batch_size, timeout=self._config.fetch_timeout_s)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.NoRespondersError) as exc:
+                self._health.set("nats", False, str(exc) or type(exc).__name__)
+                await _wait_or_stop(stopping, 0.5)
+                continue
+            self._health.set("nats", True)
+            await self.handle_batch(msgs, stopping)
+
+    async def handle_batch(self, msgs: Sequence[Msg], stopping: asyncio.Event | None = None) -> None:
+        """Write one fetched batch, then ack it. Returns without acking only when stopping mid-outage."""
+        started = time.perf_counter()
+        self.stats.fetched += len(msgs)
+        rows: list[LogRow] = []
+        to_ack: list[Msg] = []
+        for msg in msgs:
+            if msg.headers and REPLAY_HEADER in msg.headers:
+                self.stats.replay_skipped += 1
+                EVENTS.labels("replay_skipped").inc()
+                to_ack.append(msg)
+                continue
+            try:
+                rows.append(LogRow.from_message(msg.metadata.sequence.stream, msg.subject, msg.data))
+                to_ack.append(msg)
+            except DecodeError as exc:
+                await self._dead_letter(msg, exc.reason, stopping)
+        if rows and not await self._write(rows, to_ack, stopping):
+            return
+        for msg in to_ack:
+            await msg.ack()
+        self.stats.batches += 1
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _write(self, rows: list[LogRow], held: Sequence[Msg], stopping: asyncio.Event | None) -> bool:
+        delay = 0.1
+        while True:
+            try:
+                outcome = await self._store.insert_batch(rows)
+            except StoreUnavailable as exc:
+                self._health.set("database", False, str(exc))
+                self.stats.store_retries += 1
+                STORE_RETRIES.inc()
+                log.warning("database unavailable; holding the batch", rows=len(rows), retry_in_s=round(delay, 2))
+                for msg in held:  # keep the messages ours: an outage must not count toward max_deliver
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
+                if stopping is not None and await _wait_or_stop(stopping, delay):
+                    return False
+                if stopping is None:
+                    await asyncio.sleep(delay)
+                delay = min(self._config.retry_backoff_max_s, delay * 2) * random.uniform(0.8, 1.2)
+                continue
+            self._health.set("database", True)
+            self.stats.inserted += outcome.inserted
+            self.stats.duplicates += outcome.duplicates
+            EVENTS.labels("inserted").inc(outcome.inserted)
+            EVENTS.labels("duplicate").inc(outcome.duplicates)
+            return True
+
+    async def _dead_letter(self, msg: Msg, reason: str, stopping: asyncio.Event | None) -> None:
+        """Record the message with its reason (log table and ML_DLQ), then terminate it: it will never parse."""
+        seq = msg.metadata.sequence.stream
+        headers = dict(msg.headers or {})
+        letter = DeadLetterInput(
+            source=DLQ_SOURCE, subject=msg.subject, reason=reason, payload=msg.data, headers=headers, stream_seq=seq
+        )
+        delay = 0.1
+        while True:
+            try:
+                await self._store.add_dead_letter(letter)
+                break
+            except StoreUnavailable as exc:
+                self._health.set("database", False, str(exc))
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+                if stopping is not None and await _wait_or_stop(stopping, delay):
+                    return
+                delay = min(self._config.retry_backoff_max_s, delay * 2)
+        dlq_headers = {
+            "Ml-Reason": reason[:1000],
+            "Ml-Source": DLQ_SOURCE,
+            "Ml-Subject": msg.subject,
+            "Ml-Stream-Seq": str(seq),
+            "Nats-Msg-Id": f"{DLQ_SOURCE}-{seq}",
+        }
+        with contextlib.suppress(Exception):  # the database row is the record; the DLQ stream is a notification
+            await self._js.publish(subjects.dlq_subject(DLQ_SOURCE), msg.data, headers=dlq_headers)
+        await msg.term()
+        self.stats.dead += 1
+        EVENTS.labels("dead").inc()
+        log.warning("dead letter", subject=msg.subject, stream_seq=seq, reason=reason)
+
+
+async def _wait_or_stop(stopping: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` unless stopping is set first; True when stopping."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+    return stopping.is_set()
+
+
+async def _open_store(url: str, health: Health, stopping: asyncio.Event) -> EventStore | None:
+    delay = 0.2
+    while not stopping.is_set():
+        try:
+            store = await EventStore.open(url)
+            health.set("database", True)
+            return store
+        except StoreUnavailable as exc:
+            health.set("database", False, str(exc))
+            await _wait_or_stop(stopping, delay)
+            delay = min(10.0, delay * 2)
+    return None
+
+
+async def _connect_bus(url: str, health: Health, stopping: asyncio.Event) -> object | None:
+    delay = 0.2
+    while not stopping.is_set():
+        try:
+            nc = await connect(url, name="masterlinc-recorder")
+            health.set("nats", True)
+            return nc
+        except BusUnavailableError as exc:
+            health.set("nats", False, str(exc))
+            await _wait_or_stop(stopping, delay)
+            delay = min(10.0, delay * 2)
+    return None
+
+
+async def recorder_main(ctx: ServiceContext, settings: Settings) -> None:
+    """The recorder service body: waits for its bus and database (reporting not-ready meanwhile), then records."""
+    ctx.health.set("nats", False, "connecting")
+    ctx.health.set("database", False, "connecting")
+    store = await _open_store(settings.effective_database_url(), ctx.health, ctx.stopping)
+    if store is None:
+        return
+    try:
+        nc = await _connect_bus(settings.effective_nats_url(), ctx.health, ctx.stopping)
+        if nc is None:
+            return
+        try:
+            js = nc.jetstream()  # type: ignore[attr-defined]
+            await ensure_streams(js, settings.bus)
+            recorder = Recorder(js, store, settings.recorder, ctx.health)
+            await recorder.run(ctx.stopping)
+            log.info("recorder stopped", **vars(recorder.stats))
+        finally:
+            await nc.close()  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+
+
+async def run_recorder_service(settings: Settings) -> int:
+    return await run_service(
+        "recorder", lambda ctx: recorder_main(ctx, settings), host=settings.http.host, port=settings.http.port
+    )
