@@ -80,6 +80,10 @@ class RecorderConfig(Section):
     max_deliver: int = Field(default=10, ge=1)
     retry_backoff_max_s: float = Field(default=10.0, gt=0)
     durable: str = "ml-recorder"
+    ack_wait_s: float = Field(default=30.0, gt=0, description="Redelivery delay for a batch a dead recorder held")
+    fault_pause_after_write_s: float = Field(
+        default=0.0, ge=0, description="Fault injection for tests: pause between commit and ack"
+    )
 
 
 class HttpConfig(Section):

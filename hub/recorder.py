@@ -41,7 +41,6 @@ BATCH_SECONDS = Histogram(
 STORE_RETRIES = Counter("ml_recorder_store_retries_total", "Batch writes retried because the database was down")
 PENDING = Gauge("ml_recorder_consumer_pending", "Messages in ML_EVENTS not yet delivered to the recorder")
 
-ACK_WAIT_S = 30.0
 DLQ_SOURCE = "recorder"
 
 
@@ -61,7 +60,7 @@ def consumer_config(config: RecorderConfig) -> ConsumerConfig:
         durable_name=config.durable,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
-        ack_wait=ACK_WAIT_S,
+        ack_wait=config.ack_wait_s,
         max_deliver=config.max_deliver,
         max_ack_pending=max(config.batch_size * 4, 1000),
         filter_subject=subjects.EVENTS_ALL,
@@ -119,6 +118,10 @@ class Recorder:
                 await self._dead_letter(msg, exc.reason, stopping)
         if rows and not await self._write(rows, to_ack, stopping):
             return
+        pause = self._config.fault_pause_after_write_s
+        if pause:  # fault injection for the crash tests: the test kills us inside this window
+            print(f"written {len(rows)}", flush=True)
+            await asyncio.sleep(pause)
         for msg in to_ack:
             await msg.ack()
         self.stats.batches += 1

@@ -1,0 +1,87 @@
+"""Test helpers: waiting on conditions (never fixed sleeps), private service processes."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "",
+) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds saying what was awaited."""
+    try:
+        with anyio.fail_after(timeout):
+            while not await condition():  # noqa: ASYNC110 - the condition is in another process or a database
+                await anyio.sleep(interval)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}") from None
+
+
+@dataclass
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster on a free port (Debian's binaries, run as the postgres user)."""
+
+    bindir: Path
+    datadir: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(
+            _as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args]),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._ctl("-o", opts, "-l", str(self.datadir / "log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("-m", mode, "-w", "stop")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop("immediate")
+        shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def private_postgres(port: int) -> PrivatePostgres | None:
+    """A new cluster, or None when Debian's PostgreSQL binaries are not installed."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        return None
+    bindir = Path(found[-1]).parent
+    root = Path(tempfile.mkdtemp(prefix="ml-pg-"))
+    datadir = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    subprocess.run(
+        _as_postgres([str(bindir / "initdb"), "-U", "postgres", "-A", "trust", "--no-sync", "-D", str(datadir)]),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return PrivatePostgres(bindir=bindir, datadir=datadir, port=port)
