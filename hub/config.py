@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-from schemas.tokens import PbxId
+from schemas.tokens import PbxId, check_pbx_id
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -36,6 +36,11 @@ class PbxConfig(Section):
     ca_file: Path | None = None
     park_orbit: str = Field(default="SP0", description="Park = transferto this orbit (unverified on 3CX)")
     pickup_code: str = Field(default="*4", description="Resume = makecall to this code + orbit (unverified on 3CX)")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, value: object) -> object:
+        return check_pbx_id(value) if isinstance(value, str) else value  # the friendly message, before the pattern
 
     @field_validator("base_url")
     @classmethod

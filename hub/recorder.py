@@ -16,7 +16,7 @@ import contextlib
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -25,6 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge, Histogram
 
 from hub.bus import REPLAY_HEADER, BusUnavailableError, connect, ensure_streams
+from hub.bus.pull import BatchPuller, stream_sequence
 from hub.config import RecorderConfig, Settings
 from hub.eventlog.store import DeadLetterInput, EventStore, LogRow, StoreUnavailable
 from hub.logs import get_logger
@@ -42,6 +43,18 @@ STORE_RETRIES = Counter("ml_recorder_store_retries_total", "Batch writes retried
 PENDING = Gauge("ml_recorder_consumer_pending", "Messages in ML_EVENTS not yet delivered to the recorder")
 
 DLQ_SOURCE = "recorder"
+
+
+@dataclass
+class _Parsed:
+    """A fetched batch after parsing: rows to write, messages to ack, dead letters, replayed copies to skip."""
+
+    started: float
+    fetched: int
+    rows: list[LogRow] = field(default_factory=list)
+    to_ack: list[Msg] = field(default_factory=list)
+    dead: list[tuple[Msg, str]] = field(default_factory=list)
+    replayed: list[Msg] = field(default_factory=list)
 
 
 @dataclass
@@ -77,55 +90,81 @@ class Recorder:
         self._health = health
         self.stats = RecorderStats()
 
-    async def subscribe(self) -> JetStreamContext.PullSubscription:
-        return await self._js.pull_subscribe(
-            subjects.EVENTS_ALL,
-            durable=self._config.durable,
-            stream=subjects.EVENTS_STREAM,
-            config=consumer_config(self._config),
-        )
+    async def subscribe(self) -> BatchPuller:
+        await self._js.add_consumer(subjects.EVENTS_STREAM, consumer_config(self._config))
+        return await BatchPuller(self._js._nc, subjects.EVENTS_STREAM, self._config.durable).start()
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Fetch and write in a pipeline: the next batch is fetched while the current one is written."""
         psub = await self.subscribe()
+        batches: asyncio.Queue[_Parsed] = asyncio.Queue(maxsize=2)
+        fetcher = asyncio.create_task(self._fetch(psub, batches, stopping))
+        try:
+            while not (stopping.is_set() and batches.empty()) and not fetcher.done():
+                try:
+                    parsed = await asyncio.wait_for(batches.get(), 0.25)
+                except TimeoutError:
+                    continue
+                await self._commit(parsed, stopping)
+        finally:
+            fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
+            await psub.stop()
+        if fetcher.done() and not fetcher.cancelled() and fetcher.exception() is not None:
+            raise fetcher.exception()  # type: ignore[misc]
+
+    async def _fetch(self, psub: BatchPuller, out: asyncio.Queue[_Parsed], stopping: asyncio.Event) -> None:
+        """Fetch and parse (CPU in this process) while the writer waits on the database (CPU in Postgres)."""
         while not stopping.is_set():
             try:
-                msgs = await psub.fetch(self._config.batch_size, timeout=self._config.fetch_timeout_s)
+                msgs = await psub.fetch(self._config.batch_size, expires=self._config.fetch_timeout_s)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.NoRespondersError) as exc:
                 self._health.set("nats", False, str(exc) or type(exc).__name__)
                 await _wait_or_stop(stopping, 0.5)
                 continue
+            if not msgs:
+                continue
             self._health.set("nats", True)
-            await self.handle_batch(msgs, stopping)
+            await out.put(self._parse(msgs))
 
     async def handle_batch(self, msgs: Sequence[Msg], stopping: asyncio.Event | None = None) -> None:
         """Write one fetched batch, then ack it. Returns without acking only when stopping mid-outage."""
-        started = time.perf_counter()
-        self.stats.fetched += len(msgs)
-        rows: list[LogRow] = []
-        to_ack: list[Msg] = []
+        await self._commit(self._parse(msgs), stopping)
+
+    def _parse(self, msgs: Sequence[Msg]) -> _Parsed:
+        parsed = _Parsed(started=time.perf_counter(), fetched=len(msgs))
         for msg in msgs:
             if msg.headers and REPLAY_HEADER in msg.headers:
-                self.stats.replay_skipped += 1
-                EVENTS.labels("replay_skipped").inc()
-                to_ack.append(msg)
+                parsed.replayed.append(msg)
                 continue
             try:
-                rows.append(LogRow.from_message(msg.metadata.sequence.stream, msg.subject, msg.data))
-                to_ack.append(msg)
+                parsed.rows.append(LogRow.from_message(stream_sequence(msg), msg.subject, msg.data))
+                parsed.to_ack.append(msg)
             except DecodeError as exc:
-                await self._dead_letter(msg, exc.reason, stopping)
-        if rows and not await self._write(rows, to_ack, stopping):
+                parsed.dead.append((msg, exc.reason))
+        return parsed
+
+    async def _commit(self, parsed: _Parsed, stopping: asyncio.Event | None) -> None:
+        self.stats.fetched += parsed.fetched
+        for msg, reason in parsed.dead:
+            await self._dead_letter(msg, reason, stopping)
+        if parsed.rows and not await self._write(parsed.rows, parsed.to_ack, stopping):
             return
         pause = self._config.fault_pause_after_write_s
         if pause:  # fault injection for the crash tests: the test kills us inside this window
-            print(f"written {len(rows)}", flush=True)
+            print(f"written {len(parsed.rows)}", flush=True)
             await asyncio.sleep(pause)
-        for msg in to_ack:
+        for msg in parsed.to_ack:
             await msg.ack()
+        for msg in parsed.replayed:
+            await msg.ack()
+        self.stats.replay_skipped += len(parsed.replayed)
+        EVENTS.labels("replay_skipped").inc(len(parsed.replayed))
         self.stats.batches += 1
-        BATCH_SECONDS.observe(time.perf_counter() - started)
+        BATCH_SECONDS.observe(time.perf_counter() - parsed.started)
 
     async def _write(self, rows: list[LogRow], held: Sequence[Msg], stopping: asyncio.Event | None) -> bool:
         delay = 0.1

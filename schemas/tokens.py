@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import StringConstraints
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
 PBX_ID_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62})")
@@ -54,12 +54,8 @@ def check_pbx_id(value: str) -> str:
     return value
 
 
-def _token(value: str) -> str:
-    return check_token(value, "value")
+Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=MAX_TOKEN_LEN)]
+"""A string field that must be a valid subject token (checked in pydantic-core: the recorder validates every event)."""
 
-
-Token = Annotated[str, AfterValidator(_token)]
-"""A string field that must be a valid subject token."""
-
-PbxId = Annotated[str, AfterValidator(check_pbx_id)]
+PbxId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 """A pbx id field."""

@@ -13,7 +13,10 @@ from typing import Any
 # importing the whole hub at CLI start-up.
 BENCH_MODULES: tuple[str, ...] = (
     "hub.bench.bus_bench",
+    "hub.eventlog.bench",
     "hub.sim.bench",
+    "hub.adapter.bench",
+    "hub.mcp.bench",
 )
 
 

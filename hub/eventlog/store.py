@@ -68,25 +68,30 @@ class LogRow:
     inferred: bool
     correlation_id: str | None
     payload: str
-    document: dict[str, Any]
 
     @classmethod
     def from_message(cls, seq: int, subject: str, payload: bytes) -> LogRow:
-        """Validate the whole event (older versions through their upcasters); raise DecodeError with the reason."""
+        """Validate the whole event (older versions through their upcasters); raise DecodeError with the reason.
+
+        The fast path validates the JSON bytes in pydantic-core (about 12 us for 1 KiB); only events that fail it
+        (older schema versions, or invalid ones) take the slower path that upcasts or explains.
+        """
         try:
             text = payload.decode()
         except UnicodeDecodeError as exc:
             raise DecodeError(f"not UTF-8: {exc}") from None
-        document = loads_object(text)
         try:
-            event = EVENT_ADAPTER.validate_python(document)
+            event = EVENT_ADAPTER.validate_json(payload)
+            version: int = event.schema_version
         except ValidationError:
-            event = event_from_dict(document)  # older version or invalid: the full path says which
+            document = loads_object(text)
+            event = event_from_dict(document)  # upcasts an older version, or raises DecodeError with the reason
+            version = int(document.get("schema_version", 1))
         return cls(
             seq=seq,
             event_id=event.event_id,
             type=event.type,
-            schema_version=int(document.get("schema_version", event.schema_version)),
+            schema_version=version,
             pbx_id=event.pbx_id,
             call_id=event.call_id,
             subject=subject,
@@ -95,8 +100,11 @@ class LogRow:
             inferred=event.inferred,
             correlation_id=event.correlation_id,
             payload=text,
-            document=document,
         )
+
+    def document(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.payload)
+        return parsed
 
 
 @dataclass(frozen=True)
@@ -271,35 +279,30 @@ class EventStore:
         return InsertOutcome(inserted, len(rows) - inserted)
 
     async def _insert_pg(self, rows: Sequence[LogRow]) -> int:
+        """COPY straight into the table; only when that hits a duplicate (a redelivery), go through a staging table
+        and ``INSERT ... ON CONFLICT DO NOTHING``. Duplicates are rare, so the common path costs one COPY."""
+        records = [
+            (r.seq, r.event_id, r.type, r.schema_version, r.pbx_id, r.call_id, r.subject, r.occurred_at,
+             r.observed_at, r.inferred, r.correlation_id, r.payload)
+            for r in rows
+        ]  # fmt: skip
+        import asyncpg
+
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
             apg: Any = raw.driver_connection
             async with apg.transaction():
+                try:
+                    async with apg.transaction():  # a savepoint: a duplicate undoes only this attempt
+                        await apg.copy_records_to_table("events", records=records, columns=list(_COLUMNS))
+                    return len(records)
+                except asyncpg.UniqueViolationError:
+                    pass
                 await apg.execute(
                     "CREATE TEMP TABLE IF NOT EXISTS events_stage "
                     "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
-                await apg.copy_records_to_table(
-                    "events_stage",
-                    records=[
-                        (
-                            r.seq,
-                            r.event_id,
-                            r.type,
-                            r.schema_version,
-                            r.pbx_id,
-                            r.call_id,
-                            r.subject,
-                            r.occurred_at,
-                            r.observed_at,
-                            r.inferred,
-                            r.correlation_id,
-                            r.payload,
-                        )
-                        for r in rows
-                    ],
-                    columns=list(_COLUMNS),
-                )
+                await apg.copy_records_to_table("events_stage", records=records, columns=list(_COLUMNS))
                 cols = ", ".join(_COLUMNS)
                 status: str = await apg.execute(
                     f"INSERT INTO events ({cols}) SELECT DISTINCT ON (event_id) {cols} FROM events_stage "  # noqa: S608 - fixed column names
@@ -322,7 +325,7 @@ class EventStore:
                 "observed_at": r.observed_at,
                 "inferred": r.inferred,
                 "correlation_id": r.correlation_id,
-                "payload": r.document,
+                "payload": r.document(),
             }
             for r in rows
         ]
@@ -350,6 +353,10 @@ class EventStore:
 
     async def iter_events(self, f: LogFilter, *, page: int = 5000) -> AsyncIterator[StoredEvent]:
         """Events in stream order, fetched in pages by keyset (``seq > last``): constant memory, no OFFSET scans."""
+        if self.dialect == "postgresql":
+            async for stored in self._iter_pg(f, page):
+                yield stored
+            return
         after = f.after_seq
         columns = (
             events.c.seq,
@@ -385,6 +392,46 @@ class EventStore:
             if len(result) < page:
                 return
             after = result[-1].seq
+
+    async def _iter_pg(self, f: LogFilter, page: int) -> AsyncIterator[StoredEvent]:
+        """The replay hot path on Postgres: asyncpg directly, payload as text (no JSON decoding on the way out)."""
+        clauses: list[str] = ["seq > $1"]
+        args: list[Any] = [f.after_seq]
+        for column, value, op in (
+            ("call_id", list(f.call_ids), "= ANY"),
+            ("type", list(f.types), "= ANY"),
+            ("pbx_id", f.pbx_id, "="),
+            ("occurred_at", f.since, ">="),
+            ("occurred_at", f.until, "<="),
+        ):
+            if value:
+                args.append(value)
+                clauses.append(f"{column} {op}(${len(args)})" if op == "= ANY" else f"{column} {op} ${len(args)}")
+        sql = (
+            "SELECT seq, event_id, type, call_id, subject, occurred_at, payload::text AS payload FROM events "  # noqa: S608
+            f"WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT {int(page)}"
+        )
+        try:
+            async with self._engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                apg: Any = raw.driver_connection
+                while True:
+                    rows = await apg.fetch(sql, *args)
+                    for r in rows:
+                        yield StoredEvent(
+                            seq=r["seq"],
+                            event_id=r["event_id"],
+                            type=r["type"],
+                            call_id=r["call_id"],
+                            subject=r["subject"],
+                            occurred_at=r["occurred_at"],
+                            payload=r["payload"].encode(),
+                        )
+                    if len(rows) < page:
+                        return
+                    args[0] = rows[-1]["seq"]
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc) from None
 
     async def count(self, f: LogFilter) -> int:
         try:
