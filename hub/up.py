@@ -1,8 +1,9 @@
 """``masterlinc up``: the whole hub in one process tree with embedded defaults.
 
-Today it runs: the embedded nats-server (unless NATS_URL is set) with the JetStream streams, the recorder into the
-SQLite log (unless DATABASE_URL is set), and a synthetic call generator standing in for the simulator and ingest;
-it prints every event as a subscriber sees it. Later issues add the simulator, ingest, worker, agents and MCP.
+Today it runs: the embedded nats-server (unless NATS_URL is set) with the JetStream streams, the event log
+(migrations applied; SQLite in the data directory unless DATABASE_URL is set) with the recorder filing every event,
+and a synthetic call generator standing in for the simulator and ingest; it prints every event as a subscriber sees
+it. Later issues add the simulator, ingest, worker, agents and MCP.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from hub import natsd
 from hub.bus import EventPublisher, connect, ensure_streams
 from hub.config import Settings
 from hub.demo import synthetic_stream
+from hub.eventlog import EventStore, LogFilter
+from hub.eventlog.migrate import upgrade_async
 from hub.logs import get_logger
+from hub.recorder import Recorder
 from hub.runner import ServiceContext, run_service
 from schemas import subjects
 
@@ -60,13 +64,22 @@ async def run_up(settings: Settings, *, scenario: str = "demo", calls: int = 0) 
 
 
 async def _main(ctx: ServiceContext, settings: Settings, nats_url: str, console: Console, calls: int) -> None:
+    db_url = settings.effective_database_url()
+    await upgrade_async(db_url)
+    store = await EventStore.open(db_url)
+    ctx.health.set("database", True)
     nc = await connect(nats_url, name="masterlinc-up")
+    recorder_stop = asyncio.Event()
     try:
         js = nc.jetstream()
         await ensure_streams(js, settings.bus)
         ctx.health.set("nats", True, nats_url)
+        recorder = Recorder(js, store, settings.recorder, ctx.health)
+        recording = asyncio.create_task(recorder.run(recorder_stop))
         publisher = EventPublisher(js)
-        console.print(f"MasterLinc hub: NATS at {nats_url}, health at {ctx.health_url}")
+        before = await store.count(LogFilter())
+        console.print(f"MasterLinc hub: NATS at {nats_url}, event log at {db_url.split('@')[-1]}")
+        console.print(f"health at {ctx.health_url}/readyz; {before} event(s) already in the log")
         console.print("ready: publishing synthetic calls (Ctrl-C to stop)")
         printer = asyncio.create_task(_print_events(nc, console, ctx.stopping))
         done = 0
@@ -82,6 +95,17 @@ async def _main(ctx: ServiceContext, settings: Settings, nats_url: str, console:
                 await asyncio.wait_for(ctx.stopping.wait(), 1.0)
         ctx.stopping.set()
         await printer
-        console.print(f"stopped after {done} call(s)")
+        await publisher.flush()
+        # Let the recorder file what is in flight (bounded): anything left stays in JetStream for the next start.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                while recorder.stats.inserted + recorder.stats.duplicates < publisher.published:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        recorder_stop.set()
+        await recording
+        total = await store.count(LogFilter())
+        console.print(f"stopped after {done} call(s); {total} event(s) in the log (was {before})")
     finally:
+        recorder_stop.set()
         await nc.drain()
+        await store.close()
