@@ -102,10 +102,6 @@ class LogRow:
             payload=text,
         )
 
-    def document(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.payload)
-        return parsed
-
 
 @dataclass(frozen=True)
 class InsertOutcome:
@@ -325,7 +321,7 @@ class EventStore:
                 "observed_at": r.observed_at,
                 "inferred": r.inferred,
                 "correlation_id": r.correlation_id,
-                "payload": r.document(),
+                "payload": r.payload,
             }
             for r in rows
         ]
@@ -365,7 +361,7 @@ class EventStore:
             events.c.call_id,
             events.c.subject,
             events.c.occurred_at,
-            sa.cast(events.c.payload, sa.Text).label("payload"),
+            events.c.payload,
         )
         while True:
             query = (
@@ -408,7 +404,7 @@ class EventStore:
                 args.append(value)
                 clauses.append(f"{column} {op}(${len(args)})" if op == "= ANY" else f"{column} {op} ${len(args)}")
         sql = (
-            "SELECT seq, event_id, type, call_id, subject, occurred_at, payload::text AS payload FROM events "  # noqa: S608
+            "SELECT seq, event_id, type, call_id, subject, occurred_at, payload FROM events "  # noqa: S608
             f"WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT {int(page)}"
         )
         try:

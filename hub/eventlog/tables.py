@@ -28,7 +28,7 @@ events = sa.Table(
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("inferred", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("correlation_id", sa.String(128)),
-    sa.Column("payload", JsonDoc, nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False, comment="the event JSON exactly as published"),
     sa.Index("ix_events_call_seq", "call_id", "seq"),
     sa.Index("ix_events_type_occurred", "type", "occurred_at"),
     sa.Index("ix_events_occurred", "occurred_at"),

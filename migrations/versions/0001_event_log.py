@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column("recorded_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.Column("inferred", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("correlation_id", sa.String(128), nullable=True),
-        sa.Column("payload", JsonDoc, nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False, comment="the event JSON exactly as published"),
         sa.PrimaryKeyConstraint("seq"),
         sa.UniqueConstraint("event_id"),
     )

@@ -1,0 +1,313 @@
+"""The simulator's HTTP and websocket surface: /connect/token and the Call Control API, as 3CX V20 answers them.
+
+Only the documented endpoints exist; anything else (``/hold``, ``/record/start``...) is a 404, as on a real PBX.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import random
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from hub.simulator.auth import TokenIssuer
+from hub.simulator.engine import CallEngine, ChangeKind, Leg, SimError
+
+EVENT_TYPE = {"upsert": 0, "remove": 1, "dtmf": 2}
+ACTIONS = {"drop", "answer", "divert", "routeto", "transferto", "attach_participant_data"}
+
+
+def _error(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"reasontext": reason}, status_code=status)
+
+
+class Simulator:
+    """Ties the engine to HTTP: auth, routes, websocket fan-out, repeated upserts."""
+
+    def __init__(self, engine: CallEngine) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.tokens = TokenIssuer(self.config, engine.clock)
+        self._connections: set[_Connection] = set()
+        self._global_seq = itertools.count(1)
+        self._random = random.Random(self.config.seed)
+        engine.subscribe(self._on_change)
+        self.app = Starlette(
+            routes=[
+                Route("/connect/token", self.token, methods=["POST"]),
+                Route("/callcontrol", self.list_dns, methods=["GET"]),
+                Route("/callcontrol/{dn}", self.get_dn, methods=["GET"]),
+                Route("/callcontrol/{dn}/devices", self.get_devices, methods=["GET"]),
+                Route("/callcontrol/{dn}/devices/{device:path}/makecall", self.makecall, methods=["POST"]),
+                Route("/callcontrol/{dn}/devices/{device:path}", self.get_device, methods=["GET"]),
+                Route("/callcontrol/{dn}/makecall", self.makecall, methods=["POST"]),
+                Route("/callcontrol/{dn}/participants", self.get_participants, methods=["GET"]),
+                Route("/callcontrol/{dn}/participants/{pid:int}", self.get_participant, methods=["GET"]),
+                Route("/callcontrol/{dn}/participants/{pid:int}/{action}", self.action, methods=["POST"]),
+                WebSocketRoute("/callcontrol/ws", self.websocket),
+            ]
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _journal(self, request: Request, status: int) -> None:
+        self.engine.journal.add(
+            self.engine.clock(),
+            "request",
+            detail={"method": request.method, "path": request.url.path, "status": status},
+        )
+
+    def _authorized(self, request: Request) -> JSONResponse | None:
+        if not self.tokens.valid(request.headers.get("authorization")):
+            return _error(401, "Unauthorized")
+        return None
+
+    def _scope(self, dn: str) -> JSONResponse | None:
+        if not self.config.visible(dn):
+            return _error(403, f"DN {dn} is not in this application's scope")
+        return None
+
+    def _finalstatus(self, ok: bool) -> str | int:
+        if self.config.finalstatus == "number":
+            return 1 if ok else -1
+        return "Success" if ok else "Failed"
+
+    def _result(self, leg: Leg | None) -> dict[str, Any]:
+        return {"finalstatus": self._finalstatus(True), "reason": "None", "result": leg.wire() if leg else None,
+                "reasontext": ""}  # fmt: skip
+
+    async def _guard(self, request: Request, dn: str) -> JSONResponse | None:
+        return self._authorized(request) or self._scope(dn)
+
+    def _respond(self, request: Request, response: Response) -> Response:
+        self._journal(request, response.status_code)
+        return response
+
+    # ------------------------------------------------------------------ routes
+
+    async def token(self, request: Request) -> Response:
+        form = await request.form()
+        if form.get("grant_type") != "client_credentials":
+            return self._respond(request, JSONResponse({"error": "unsupported_grant_type"}, status_code=400))
+        issued = self.tokens.issue(str(form.get("client_id", "")), str(form.get("client_secret", "")))
+        if issued is None:
+            body = {"error": "invalid_client", "error_description": "invalid client_id or client_secret"}
+            return self._respond(request, JSONResponse(body, status_code=400))
+        return self._respond(request, JSONResponse(issued))
+
+    async def list_dns(self, request: Request) -> Response:
+        if (denied := self._authorized(request)) is not None:
+            return self._respond(request, denied)
+        return self._respond(request, JSONResponse([self._dninfo(dn) for dn in self.engine.visible_dns()]))
+
+    def _dninfo(self, dn: str) -> dict[str, Any]:
+        return {
+            "dn": dn,
+            "type": self.engine.dn_type(dn),
+            "devices": self.engine.devices(dn),
+            "participants": [leg.wire() for leg in self.engine.participants(dn)],
+        }
+
+    async def get_dn(self, request: Request) -> Response:
+        dn = request.path_params["dn"]
+        if (denied := await self._guard(request, dn)) is not None:
+            return self._respond(request, denied)
+        return self._respond(request, JSONResponse(self._dninfo(dn)))
+
+    async def get_devices(self, request: Request) -> Response:
+        dn = request.path_params["dn"]
+        if (denied := await self._guard(request, dn)) is not None:
+            return self._respond(request, denied)
+        return self._respond(request, JSONResponse(self.engine.devices(dn)))
+
+    async def get_device(self, request: Request) -> Response:
+        dn = request.path_params["dn"]
+        if (denied := await self._guard(request, dn)) is not None:
+            return self._respond(request, denied)
+        device = unquote(request.path_params["device"])
+        found = next((d for d in self.engine.devices(dn) if d["device_id"] == device), None)
+        if found is None:
+            return self._respond(request, _error(404, f"device {device} not found on {dn}"))
+        return self._respond(request, JSONResponse(found))
+
+    async def get_participants(self, request: Request) -> Response:
+        dn = request.path_params["dn"]
+        if (denied := await self._guard(request, dn)) is not None:
+            return self._respond(request, denied)
+        return self._respond(request, JSONResponse([leg.wire() for leg in self.engine.participants(dn)]))
+
+    async def get_participant(self, request: Request) -> Response:
+        dn = request.path_params["dn"]
+        if (denied := await self._guard(request, dn)) is not None:
+            return self._respond(request, denied)
+        try:
+            leg = self.engine.participant(dn, request.path_params["pid"])
+        except SimError as exc:
+            return self._respond(request, _error(exc.status, exc.reason))
+        return self._respond(request, JSONResponse(leg.wire()))
+
+    async def _json_body(self, request: Request) -> dict[str, Any] | None:
+        if "application/json" not in request.headers.get("content-type", ""):
+            return None
+        try:
+            body = json.loads(await request.body() or b"null")
+        except json.JSONDecodeError:
+            return None
+        return body if isinstance(body, dict) else None
+
+    async def makecall(self, request: Request) -> Response:
+        dn = request.path_params["dn"]
+        if (denied := await self._guard(request, dn)) is not None:
+            return self._respond(request, denied)
+        if "device" in request.path_params:
+            device = unquote(request.path_params["device"])
+            if all(d["device_id"] != device for d in self.engine.devices(dn)):
+                return self._respond(request, _error(404, f"device {device} not found on {dn}"))
+        body = await self._json_body(request)
+        if body is None or not body.get("destination"):
+            return self._respond(request, _error(400, "a JSON body with a destination is required"))
+        call = self.engine.place_call(dn, str(body["destination"]))
+        own = next((leg for leg in self.engine.legs_of(call.callid) if leg.dn == dn), None)
+        if own is None:
+            own = next(iter(self.engine.legs_of(call.callid)), None)
+        return self._respond(request, JSONResponse(self._result(own)))
+
+    async def action(self, request: Request) -> Response:
+        dn, pid, action = request.path_params["dn"], request.path_params["pid"], request.path_params["action"]
+        if (denied := await self._guard(request, dn)) is not None:
+            return self._respond(request, denied)
+        if action not in ACTIONS:
+            return self._respond(request, _error(404, "Not Found"))
+        body = await self._json_body(request)
+        if body is None:
+            if self.config.actions_need_json == "reject":
+                return self._respond(request, _error(415, "participant actions need Content-Type: application/json"))
+            return self._respond(request, JSONResponse(self._result(None)))  # accepted, and silently nothing happens
+        try:
+            leg = self.engine.participant(dn, pid)
+            result = self._apply(action, leg, body)
+        except SimError as exc:
+            return self._respond(request, _error(exc.status, exc.reason))
+        return self._respond(request, JSONResponse(self._result(result)))
+
+    def _apply(self, action: str, leg: Leg, body: dict[str, Any]) -> Leg | None:
+        destination = str(body.get("destination") or "")
+        if action in {"divert", "routeto", "transferto"} and not destination:
+            raise SimError(400, f"{action} needs a destination")
+        if action == "drop":
+            snapshot = dataclasses.replace(leg)
+            self.engine.drop(leg.id)
+            return snapshot
+        if action == "answer":
+            if not (leg.direct_control or leg.dn == self.config.client_id):
+                raise SimError(422, "answer needs a uaCSTA device (direct_control) or a route point participant")
+            return self.engine.answer(leg.id)
+        if action == "divert":
+            self.engine.divert(leg.id, destination, str(body.get("reason") or "None"))
+            return leg
+        if action == "routeto":
+            return self.engine.route_to(leg.id, destination) or leg
+        if action == "transferto":
+            self.engine.transfer(leg.id, destination)
+            return leg
+        data = body.get("attacheddata") or {}
+        if not isinstance(data, dict):
+            raise SimError(400, "attacheddata must be an object of strings")
+        return self.engine.attach_data(leg.id, {str(k): str(v) for k, v in data.items()})
+
+    # ------------------------------------------------------------------ websocket
+
+    async def websocket(self, websocket: WebSocket) -> None:
+        if not self.tokens.valid(websocket.headers.get("authorization")):
+            await websocket.send_denial_response(JSONResponse({"reasontext": "Unauthorized"}, status_code=401))
+            return
+        await websocket.accept()
+        connection = _Connection(websocket, self)
+        self._connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self._connections.discard(connection)
+
+    def _on_change(self, kind: ChangeKind, leg: Leg, attached: dict[str, Any] | None) -> None:
+        entity = f"/callcontrol/{leg.dn}/participants/{leg.id}"
+        for connection in list(self._connections):
+            connection.push(EVENT_TYPE[kind], entity, attached)
+
+    def next_sequence(self, connection: _Connection) -> int:
+        if self.config.sequence == "global":
+            return next(self._global_seq)
+        step = self._random.randint(1, 3) if self.config.sequence == "gaps" else 1
+        connection.sequence += step
+        return connection.sequence
+
+    def repeat_upserts(self) -> None:
+        """3CX re-sends Upserts for live participants (every ~0.75 s, reference §3)."""
+        for leg in list(self.engine.legs.values()):
+            if self.config.visible(leg.dn):
+                self._on_change("upsert", leg, None)
+
+    async def repeater(self) -> None:
+        interval = self.config.repeat_upserts_s
+        if interval is None:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            self.repeat_upserts()
+
+    async def drop_websockets(self) -> int:
+        """Fault: close every websocket (the hub must reconnect and resync)."""
+        dropped = 0
+        for connection in list(self._connections):
+            await connection.close()
+            dropped += 1
+        return dropped
+
+
+class _Connection:
+    def __init__(self, websocket: WebSocket, sim: Simulator) -> None:
+        self.websocket = websocket
+        self.sim = sim
+        self.sequence = 0
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def push(self, event_type: int, entity: str, attached: dict[str, Any] | None) -> None:
+        frame = {"sequence": self.sim.next_sequence(self),
+                 "event": {"event_type": event_type, "entity": entity, "attached_data": attached}}  # fmt: skip
+        self.queue.put_nowait(json.dumps(frame))
+
+    async def close(self) -> None:
+        self.queue.put_nowait(None)
+
+    async def run(self) -> None:
+        receiver = asyncio.create_task(self._drain_incoming())
+        try:
+            while True:
+                frame = await self.queue.get()
+                if frame is None:
+                    with contextlib.suppress(Exception):
+                        await self.websocket.close(code=1001)
+                    return
+                await self.websocket.send_text(frame)
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        finally:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+
+    async def _drain_incoming(self) -> None:
+        """Clients may send requests; the simulator (like the official sample) uses the socket for events only."""
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            while True:
+                await self.websocket.receive_text()
