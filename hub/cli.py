@@ -273,9 +273,24 @@ def agent_run(name: Annotated[str, typer.Argument(help="Agent name (built-in or 
 
 
 @app.command("sim")
-def sim_placeholder() -> None:
-    """Run the built-in 3CX simulator."""
-    not_built("sim", 4)
+def sim(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one)")] = 5001,
+    config: Annotated[Path | None, typer.Option(help="YAML or JSON simulator config (SimConfig fields)")] = None,
+    finalstatus: Annotated[str | None, typer.Option(help="string or number")] = None,
+    sequence: Annotated[str | None, typer.Option(help="per_connection, global or gaps")] = None,
+    repeat_upserts: Annotated[float | None, typer.Option(help="Re-send upserts every N seconds (3CX: ~0.75)")] = None,
+) -> None:
+    """Run the built-in 3CX V20 simulator (Call Control REST + websocket)."""
+    from pydantic import ValidationError
+
+    from hub.simulator.cli import load_config, serve
+
+    try:
+        sim_config = load_config(config, finalstatus=finalstatus, sequence=sequence, repeat_upserts_s=repeat_upserts)
+    except (OSError, ValueError, ValidationError) as exc:
+        fail(f"bad simulator configuration: {exc}")
+    asyncio.run(serve(sim_config, host, port))
 
 
 @mcp_app.command("serve")

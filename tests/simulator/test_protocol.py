@@ -412,3 +412,37 @@ async def test_the_journal_records_state_changes_and_requests(sim: SimHandle, ap
     assert ("POST", f"/callcontrol/101/participants/{leg['id']}/drop", 200) in requests
     indexes = [e.index for e in sim.journal.entries]
     assert indexes == list(range(len(indexes)))
+
+
+def test_masterlinc_sim_runs_as_a_process_and_stops_on_sigint(tmp_path: object) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from hub.natsd import free_port
+
+    port = free_port()
+    with subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "sim", "--port", str(port), "--finalstatus", "number"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith(f"3CX simulator at http://127.0.0.1:{port}")
+        form = {"client_id": "800", "client_secret": "sim-secret", "grant_type": "client_credentials"}
+        r = httpx.post(f"http://127.0.0.1:{port}/connect/token", data=form)
+        assert r.status_code == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+
+
+def test_a_bad_simulator_config_is_explained(tmp_path: object) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "sim", "--sequence", "sideways"], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 2
+    assert "sequence" in out.stderr
+    assert "Traceback" not in out.stderr
