@@ -14,6 +14,7 @@ from typing import Any
 BENCH_MODULES: tuple[str, ...] = (
     "hub.bench.bus_bench",
     "hub.eventlog.bench",
+    "hub.simulator.bench",
     "hub.sim.bench",
     "hub.adapter.bench",
     "hub.mcp.bench",
