@@ -75,7 +75,7 @@ def consumer_config(config: RecorderConfig) -> ConsumerConfig:
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=config.ack_wait_s,
         max_deliver=config.max_deliver,
-        max_ack_pending=max(config.batch_size * 4, 1000),
+        max_ack_pending=max(config.batch_size * 10, 10_000),
         filter_subject=subjects.EVENTS_ALL,
     )
 
