@@ -106,6 +106,26 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
     typer.echo(f"event log at {_safe_url(url)} is at {revision}")
 
 
+@db_app.command("prune")
+def db_prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age such as 90d, 12w or 720h")],
+) -> None:
+    """Delete events that occurred longer ago than the given age (retention)."""
+    from hub.cli_log import run_prune
+
+    run_prune(settings_or_exit(), older_than)
+
+
+@db_app.command("erase")
+def db_erase(
+    number: Annotated[str, typer.Option("--number", help="The phone number to erase, as it appears in events")],
+) -> None:
+    """Privacy request: erase every event and dead letter about one phone number, and report what went."""
+    from hub.cli_log import run_erase
+
+    run_erase(settings_or_exit(), number)
+
+
 @app.command("replay")
 def replay_command(
     call: CallOpt = None,
@@ -294,33 +314,75 @@ def sim(
 
 
 @mcp_app.command("serve")
-def mcp_serve(transport: Annotated[str, typer.Option(help="stdio or http")] = "stdio") -> None:
-    """Serve the MCP facade."""
-    not_built("mcp serve", 10)
+def mcp_serve(
+    transport: Annotated[str, typer.Option(help="stdio (for a local assistant) or http")] = "stdio",
+    host: Annotated[str | None, typer.Option(help="HTTP interface (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default 8765)")] = None,
+    profile: Annotated[str, typer.Option(help="full, or read-only (only the get_* tools)")] = "full",
+    pbx: Annotated[str | None, typer.Option(help="PBX id (default: the first configured)")] = None,
+    allow_origin: Annotated[list[str] | None, typer.Option(help="Extra allowed Origin for HTTP (repeatable)")] = None,
+) -> None:
+    """Serve the MCP facade: tools, resources and live updates for assistants."""
+    from hub.mcp import serve
+
+    if transport not in ("stdio", "http"):
+        fail(f"--transport must be stdio or http, not {transport!r}")
+    settings = settings_or_exit()
+    raise typer.Exit(
+        serve(settings, transport, host, port, profile, pbx_id=pbx, allowed_origins=allow_origin or [])  # type: ignore[arg-type]
+    )
 
 
 @mcp_app.command("config")
-def mcp_config(client: Annotated[str, typer.Option(help="claude-desktop, claude-code, cursor, ...")]) -> None:
-    """Print (or --write) an assistant's MCP configuration."""
-    not_built("mcp config", 10)
+def mcp_config(
+    client: Annotated[str, typer.Option(help="claude-desktop, claude-code, cursor, gemini, copilot or rovodev")],
+    write: Annotated[bool, typer.Option("--write", help="Merge into the client's config file (backup kept)")] = False,
+    path: Annotated[Path | None, typer.Option(help="The client's config file, if not the usual place")] = None,
+    transport: Annotated[str, typer.Option(help="stdio or http")] = "stdio",
+    url: Annotated[str | None, typer.Option(help="With http: the facade's URL")] = None,
+    token: Annotated[str | None, typer.Option(help="With http: a bearer token from `mcp token create`")] = None,
+    pbx: Annotated[str | None, typer.Option(help="PBX id")] = None,
+    profile: Annotated[str, typer.Option(help="full or read-only")] = "full",
+) -> None:
+    """Print (or --write) an assistant's MCP configuration for this hub."""
+    from hub.mcp import CLIENTS, ConfigTarget, config_print, config_write
+
+    if client not in CLIENTS:
+        fail(f"unknown client {client!r}; use one of {', '.join(sorted(CLIENTS))}")
+    if transport not in ("stdio", "http"):
+        fail(f"--transport must be stdio or http, not {transport!r}")
+    target = ConfigTarget(transport=transport, pbx_id=pbx, profile=profile, url=url, token=token)  # type: ignore[arg-type]
+    raise typer.Exit(config_write(client, target, path=path) if write else config_print(client, target))
 
 
 @mcp_token_app.command("create")
-def mcp_token_create() -> None:
-    """Create an MCP bearer token."""
-    not_built("mcp token", 10)
+def mcp_token_create(
+    name: Annotated[str, typer.Option(help="A name to recognise the token by")] = "",
+    scope: Annotated[list[str] | None, typer.Option(help="read, control or override (repeatable)")] = None,
+    dial_quota: Annotated[int | None, typer.Option(help="Calls this token may place per UTC day")] = None,
+) -> None:
+    """Create an MCP bearer token (shown once; stored hashed)."""
+    from hub.mcp import token_create
+
+    raise typer.Exit(
+        token_create(settings_or_exit(), name=name, scopes=scope or ["read"], dial_quota_per_day=dial_quota)
+    )
 
 
 @mcp_token_app.command("list")
-def mcp_token_list() -> None:
-    """List MCP bearer tokens."""
-    not_built("mcp token", 10)
+def mcp_token_list(json_out: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
+    """List MCP bearer tokens (never their secrets)."""
+    from hub.mcp import token_list
+
+    raise typer.Exit(token_list(settings_or_exit(), as_json=json_out))
 
 
 @mcp_token_app.command("revoke")
-def mcp_token_revoke() -> None:
-    """Revoke an MCP bearer token."""
-    not_built("mcp token", 10)
+def mcp_token_revoke(token_id: Annotated[str, typer.Argument(help="Token id or name")]) -> None:
+    """Revoke an MCP bearer token; running servers refuse it on their next request."""
+    from hub.mcp import token_revoke
+
+    raise typer.Exit(token_revoke(settings_or_exit(), token_id))
 
 
 @config_app.command("check")

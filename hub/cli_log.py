@@ -177,7 +177,7 @@ def run_show(settings: Settings, call_id: str) -> None:
         detail = ", ".join(f"{k}={v}" for k, v in data.items() if isinstance(v, str | int | float | bool) and v != "")
         suffix = " (inferred)" if raw.get("inferred") else ""
         table.add_row(
-            str(row.stream_seq),
+            str(row.seq),
             row.occurred_at.isoformat(),
             raw["type"] + suffix,
             f"{leg.get('dn', '')}/{leg.get('participant_id', '')}" if leg else "",
@@ -222,3 +222,32 @@ def run_dlq_retry(settings: Settings, letter_id: int) -> None:
 
     subject = _run(_with_store(settings, body))
     typer.echo(f"dead letter {letter_id} published again to {subject}")
+
+
+def parse_age(value: str) -> timedelta:
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise typer.BadParameter(f"{value!r} is not an age; use forms like 90d, 12w, 720h", param_hint="--older-than")
+    return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+
+
+def run_prune(settings: Settings, older_than: str) -> None:
+    age = parse_age(older_than)
+    deleted = _run(_with_store(settings, lambda s: s.prune(age)))
+    typer.echo(f"pruned {deleted} event(s) that occurred more than {older_than} ago")
+
+
+def run_erase(settings: Settings, number: str) -> None:
+    async def body(store: EventStore) -> Any:
+        try:
+            return await store.erase_number(number)
+        except ValueError as exc:
+            raise ReplayArgumentError(str(exc)) from None
+
+    report = _run(_with_store(settings, body))
+    typer.echo(f"erased {report.events_deleted} event(s) and {report.dead_letters_deleted} dead letter(s) "
+               f"about {report.number}")  # fmt: skip
+    for event_type, count in report.by_type.items():
+        typer.echo(f"  {event_type}: {count}")
+    if report.calls:
+        typer.echo(f"  calls: {', '.join(report.calls)}")

@@ -17,7 +17,9 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-DEFAULT_EMERGENCY = ("911", "112", "999", "000", "110", "119", "118", "933", "102", "103")
+# Numbers that are emergency services almost everywhere. Country-specific ones (110, 118, 119, 101-103...) are also
+# common extension numbers on a PBX, so they are not defaults: add them with `emergency=` where they apply.
+DEFAULT_EMERGENCY = ("911", "112", "999", "000", "933")
 DEFAULT_PREMIUM = (
     r"^\+?1?(900|976)\d{7}$",  # NANP premium
     r"^(\+44|0)9\d{8,9}$",  # UK 09

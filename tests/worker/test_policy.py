@@ -54,3 +54,9 @@ def test_a_broken_pattern_is_reported_with_the_pattern() -> None:
 
 def test_international_denial_says_how_to_allow_it() -> None:
     assert "allow rule" in DialPolicy().check("+33123456789", MCP).reason
+
+
+def test_common_extension_numbers_are_not_taken_for_emergency_numbers() -> None:
+    for extension in ("102", "110", "118", "119"):
+        assert DialPolicy().check(extension, MCP).allowed
+    assert DialPolicy(emergency=("110",)).check("110", MCP).verdict is Verdict.DENIED_EMERGENCY
