@@ -40,7 +40,10 @@ class SimConfig(BaseModel):
         ExtensionConfig(dn="102", name="Bob"),
         ExtensionConfig(dn="103", name="Carol", monitored=False),
     )
-    queues: tuple[str, ...] = ("8000",)
+    queues: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: {"8000": tuple[str, ...](("101", "102"))},
+        description="queue DN -> member extensions; a call to a queue rings every member, the first to answer wins",
+    )
     park_orbits: tuple[str, ...] = tuple(f"SP{i}" for i in range(10))
     pickup_code: str = "*4"
     device_host: str = "127.0.0.1"

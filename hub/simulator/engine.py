@@ -211,6 +211,10 @@ class CallEngine:
                 self._connect_originator(call)
         elif self.dn_type(target) == "Wextension":
             self._new_leg(call, target, "Ringing", from_, caller_name or self._name(from_))
+        elif self.dn_type(target) == "Wqueue":
+            for member in self.config.queues[target]:
+                self._new_leg(call, member, "Ringing", from_, caller_name or self._name(from_),
+                              on_behalf_of_dn=target, on_behalf_of_type="Wqueue")  # fmt: skip
         return call
 
     def _name(self, dn: str) -> str:
@@ -232,6 +236,10 @@ class CallEngine:
         route_origin = call.attached.pop(f"_route_origin_{leg.id}", None)
         if route_origin is not None and int(route_origin) in self.legs:
             self._change(self.legs[int(route_origin)], None, action="routed_away")
+        if leg.on_behalf_of_type == "Wqueue":  # ring-all: the other members stop ringing
+            for other in list(call.legs.values()):
+                if other.id != leg.id and other.on_behalf_of_dn == leg.on_behalf_of_dn and other.status == "Ringing":
+                    self._change(other, None, action="answered_elsewhere")
         self._connect_originator(call)
         return leg
 

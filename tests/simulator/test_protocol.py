@@ -446,3 +446,16 @@ def test_a_bad_simulator_config_is_explained(tmp_path: object) -> None:
     assert out.returncode == 2
     assert "sequence" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+async def test_a_queue_rings_every_member_and_the_first_answer_wins(sim: SimHandle, api: httpx.AsyncClient) -> None:
+    call = sim.engine.place_call("+15550100", "8000")
+    ringing = {dn: (await api.get(f"/callcontrol/{dn}/participants")).json() for dn in ("101", "102")}
+    assert [p["status"] for p in ringing["101"]] == ["Ringing"]
+    assert ringing["102"][0]["on_behalf_of_dn"] == "8000"
+    assert ringing["102"][0]["on_behalf_of_type"] == "Wqueue"
+    sim.engine.answer(ringing["102"][0]["id"])
+    assert (await api.get("/callcontrol/101/participants")).json() == []
+    [won] = (await api.get("/callcontrol/102/participants")).json()
+    assert won["status"] == "Connected"
+    assert won["callid"] == call.callid
