@@ -275,9 +275,11 @@ def ingest() -> None:
 
 
 @app.command("worker")
-def worker() -> None:
+def worker(pbx: Annotated[str | None, typer.Option(help="PBX id (default: the first configured)")] = None) -> None:
     """Execute commands on the PBX with idempotency, deadlines and rate limits; answer queries."""
-    not_built("worker", 9)
+    from hub.worker.run import run_worker_service
+
+    raise typer.Exit(asyncio.run(run_worker_service(settings_or_exit(), pbx)))
 
 
 @app.command("coordinator")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NoStreamResponseError
 
 from schemas import subjects
 from schemas.codec import dump, parse_command_result, parse_query_result
@@ -29,11 +30,21 @@ class CommandClient:
         inbox = self._nc.new_inbox()
         sub = await self._nc.subscribe(inbox, max_msgs=1)
         try:
-            await self._js.publish(
-                subjects.command_subject(command),
-                dump(command),
-                headers={"Nats-Msg-Id": command.command_id, REPLY_HEADER: inbox},
-            )
+            try:
+                await self._js.publish(
+                    subjects.command_subject(command),
+                    dump(command),
+                    headers={"Nats-Msg-Id": command.command_id, REPLY_HEADER: inbox},
+                )
+            except NoStreamResponseError:
+                return CommandResult(
+                    command_id=command.command_id,
+                    ok=False,
+                    error=CommandError(
+                        code=ErrorCode.PBX_UNAVAILABLE,
+                        message="the command stream does not exist yet: start a worker (masterlinc worker) or the hub",
+                    ),
+                )
             budget = wait if wait is not None else max(0.1, (command.deadline - utcnow()).total_seconds() + 1.0)
             try:
                 msg = await sub.next_msg(timeout=budget)

@@ -1,0 +1,100 @@
+"""The 3CX Call Control REST client: every endpoint the hub uses, JSON bodies on actions, typed errors.
+
+``finalstatus`` may come as a string ("Success") or a number (1 success, 0 rejected, -1 failed); both are read.
+A 401 triggers one token re-fetch and one retry. Device ids are percent-encoded in paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from hub.pbx.errors import PbxError, PbxUnavailable, from_status
+from hub.pbx.token import TokenProvider
+
+SUCCESS = {"success", "1"}
+
+
+def succeeded(finalstatus: object) -> bool:
+    return str(finalstatus).strip().lower() in SUCCESS
+
+
+class CallControlClient:
+    def __init__(self, http: httpx.AsyncClient, tokens: TokenProvider) -> None:
+        self._http = http
+        self._tokens = tokens
+        self.requests = 0
+
+    async def _request(self, method: str, path: str, what: str, body: dict[str, Any] | None = None) -> Any:
+        token = await self._tokens.token()
+        for attempt in (1, 2):
+            self.requests += 1
+            try:
+                response = await self._http.request(
+                    method, path, json=body, headers={"Authorization": f"Bearer {token}"}
+                )
+            except httpx.HTTPError as exc:
+                raise PbxUnavailable(f"{what}: {type(exc).__name__}") from None
+            if response.status_code == 401 and attempt == 1:
+                token = await self._tokens.refresh(token)
+                continue
+            if response.status_code >= 300:
+                raise from_status(response.status_code, _reason(response), what)
+            return response.json() if response.content else None
+        raise PbxError(f"{what}: unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def dns(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._request("GET", "/callcontrol", "list DNs")
+        return result
+
+    async def participants(self, dn: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._request(
+            "GET", f"/callcontrol/{quote(dn)}/participants", f"participants of {dn}"
+        )
+        return result
+
+    async def participant(self, dn: str, participant_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request(
+            "GET", f"/callcontrol/{quote(dn)}/participants/{participant_id}", f"participant {participant_id} on {dn}"
+        )
+        return result
+
+    async def devices(self, dn: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._request(
+            "GET", f"/callcontrol/{quote(dn)}/devices", f"devices of {dn}"
+        )
+        return result
+
+    async def makecall(self, dn: str, destination: str, *, device_id: str | None = None) -> dict[str, Any]:
+        path = f"/callcontrol/{quote(dn)}/makecall"
+        if device_id is not None:
+            path = f"/callcontrol/{quote(dn)}/devices/{quote(device_id, safe='')}/makecall"
+        result: dict[str, Any] = await self._request("POST", path, f"makecall from {dn}", {"destination": destination})
+        _check_final(result, f"makecall from {dn}")
+        return result
+
+    async def action(
+        self, dn: str, participant_id: int, action: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        path = f"/callcontrol/{quote(dn)}/participants/{participant_id}/{action}"
+        result: dict[str, Any] = await self._request("POST", path, f"{action} on {dn}/{participant_id}", body or {})
+        _check_final(result, f"{action} on {dn}/{participant_id}")
+        return result
+
+
+def _check_final(result: Any, what: str) -> None:
+    if isinstance(result, dict) and "finalstatus" in result and not succeeded(result["finalstatus"]):
+        reason = str(result.get("reasontext") or result.get("reason") or "")
+        raise from_status(422, reason or f"finalstatus {result['finalstatus']}", what)
+
+
+def _reason(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or None
+    if isinstance(body, dict):
+        return str(body.get("reasontext") or body.get("error_description") or body.get("error") or "") or None
+    return None

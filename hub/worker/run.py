@@ -1,0 +1,53 @@
+"""``masterlinc worker``: the PBX worker service for the configured PBX (the first one unless ``--pbx``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from hub.bus import BusUnavailableError, connect, ensure_streams
+from hub.config import Settings
+from hub.logs import get_logger
+from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
+from hub.runner import ServiceContext, run_service
+from hub.worker.service import Worker, WorkerConfig
+
+log = get_logger(__name__)
+
+
+async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | None) -> None:
+    if not settings.pbxs:
+        raise ValueError("no PBX configured: set ML_PBXS__0__ID, ..._BASE_URL, ..._CLIENT_ID and ..._CLIENT_SECRET")
+    pbx = settings.pbx(pbx_id) if pbx_id else settings.pbxs[0]
+    ctx.health.set("nats", False, "connecting")
+    delay = 0.2
+    while True:
+        try:
+            nc = await connect(settings.effective_nats_url(), name=f"masterlinc-worker-{pbx.id}")
+            break
+        except BusUnavailableError as exc:
+            ctx.health.set("nats", False, str(exc))
+            try:
+                await asyncio.wait_for(ctx.stopping.wait(), delay)
+                return
+            except TimeoutError:
+                delay = min(10.0, delay * 2)
+    verify: bool | str = str(pbx.ca_file) if pbx.ca_file else pbx.verify_tls
+    try:
+        await ensure_streams(nc.jetstream(), settings.bus)
+        ctx.health.set("nats", True)
+        async with httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=10.0) as http:
+            tokens = TokenProvider(http, pbx.client_id, pbx.secret())
+            gateway = CallControlGateway(CallControlClient(http, tokens), pbx)
+            worker = Worker(nc, gateway, config=WorkerConfig(name=f"worker-{pbx.id}"))
+            ctx.health.set("pbx", True, pbx.base_url)
+            await worker.run(ctx.stopping, pbx.id)
+    finally:
+        await nc.close()
+
+
+async def run_worker_service(settings: Settings, pbx_id: str | None = None) -> int:
+    return await run_service(
+        "worker", lambda ctx: worker_main(ctx, settings, pbx_id), host=settings.http.host, port=settings.http.port
+    )

@@ -1,0 +1,214 @@
+"""Commands end to end: SDK -> NATS -> worker -> Call Control REST -> the simulator, checked against its journal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from nats.aio.client import Client
+
+from hub.bus import connect, ensure_streams
+from hub.bus.kv import IDEMPOTENCY, RATE
+from hub.config import BusConfig, PbxConfig
+from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
+from hub.sdk import CommandClient
+from hub.simulator import SimHandle, running_simulator
+from hub.worker.service import Worker, WorkerConfig
+from schemas import commands as c
+from schemas import subjects
+from schemas.common import ErrorCode, LegRef
+from schemas.identity import new_call_id
+
+pytestmark = [pytest.mark.anyio, pytest.mark.nats]
+
+
+@dataclass
+class Rig:
+    sim: SimHandle
+    client: CommandClient
+    rest: CallControlClient
+
+    def leg(self, dn: str) -> LegRef:
+        [leg] = self.sim.engine.participants(dn)
+        return LegRef(dn=dn, participant_id=leg.id, legid=leg.legid)
+
+    def pbx_requests(self, suffix: str) -> int:
+        return sum(1 for e in self.sim.journal.of("request") if str(e.detail["path"]).endswith(suffix))
+
+
+@pytest.fixture
+async def rig(nats_server: str) -> AsyncIterator[Rig]:
+    nc: Client = await connect(nats_server, name="test-e2e")
+    js = nc.jetstream()
+    for name in (subjects.COMMANDS_STREAM, subjects.EVENTS_STREAM):
+        with contextlib.suppress(Exception):
+            await js.delete_stream(name)
+    for bucket in (IDEMPOTENCY, RATE):
+        with contextlib.suppress(Exception):
+            await js.delete_key_value(bucket.name)
+    await ensure_streams(js, BusConfig())
+    async with running_simulator() as sim, httpx.AsyncClient(base_url=sim.base_url) as http:
+        pbx = PbxConfig(id="main", base_url=sim.base_url, client_id="800", client_secret="sim-secret")
+        rest = CallControlClient(http, TokenProvider(http, pbx.client_id, pbx.secret()))
+        worker = Worker(nc, CallControlGateway(rest, pbx), config=WorkerConfig(rate_per_second=0))
+        stopping = asyncio.Event()
+        task = asyncio.create_task(worker.run(stopping))
+        with anyio.fail_after(10):
+            await worker.ready.wait()
+        try:
+            yield Rig(sim=sim, client=CommandClient(nc), rest=rest)
+        finally:
+            stopping.set()
+            await task
+    await nc.close()
+
+
+def _cmd(cls: type[c.CommandBase], leg: LegRef | None = None, **fields: Any) -> Any:
+    target = {"call_id": new_call_id(), "leg": leg} if leg is not None else {}
+    return cls(pbx_id="main", issued_by="agent:test", **target, **fields)
+
+
+async def test_make_call_from_an_extension_rings_its_phone_first(rig: Rig) -> None:
+    result = await rig.client.send(_cmd(c.MakeCall, args=c.MakeCallArgs.model_validate({"from": "101", "to": "102"})))
+    assert result.ok, result.error
+    assert result.result["dn"] == "101"
+    assert result.result["status"] == "Dialing"
+    assert [leg.status for leg in rig.sim.engine.participants("102")] == ["Ringing"]
+    assert rig.pbx_requests("/devices") == 1  # the device was looked up, then used
+
+
+async def test_answer_drop_divert_transfer_and_park(rig: Rig) -> None:
+    rig.sim.engine.place_call("+15550100", "100")  # 100 has a uaCSTA phone
+    answered = await rig.client.send(_cmd(c.Answer, rig.leg("100")))
+    assert answered.ok, answered.error
+    assert rig.sim.engine.participants("100")[0].status == "Connected"
+
+    transferred = await rig.client.send(_cmd(c.Transfer, rig.leg("100"), args=c.TransferArgs(to="101", summary="VIP")))
+    assert transferred.ok, transferred.error
+    assert transferred.result["warm"] is True
+    ringing = rig.sim.engine.participants("101")[0]
+    assert rig.sim.engine.calls[ringing.callid].attached == {"summary": "VIP"}
+
+    diverted = await rig.client.send(_cmd(c.Divert, rig.leg("101"), args=c.DivertArgs(to="102")))
+    assert diverted.ok, diverted.error
+    assert rig.sim.engine.participants("101") == []
+    rig.sim.engine.answer(rig.sim.engine.participants("102")[0].id)
+
+    parked = await rig.client.send(_cmd(c.Park, rig.leg("102")))
+    assert parked.ok, parked.error
+    assert parked.result["orbit"] == "SP0"
+    assert any(call.parked_at == "SP0" for call in rig.sim.engine.calls.values())
+
+    resumed = await rig.client.send(_cmd(c.Resume, args=c.ResumeArgs(orbit="SP0", to="101")))
+    assert resumed.ok, resumed.error
+    assert [leg.status for leg in rig.sim.engine.participants("101")] == ["Connected"]
+
+    dropped = await rig.client.send(_cmd(c.Drop, rig.leg("101")))
+    assert dropped.ok
+    assert dropped.result == {"already_gone": False}
+    assert rig.sim.engine.calls == {}
+
+
+async def test_invalid_state_comes_back_typed_with_the_pbx_reason(rig: Rig) -> None:
+    rig.sim.engine.place_call("+15550100", "101")
+    result = await rig.client.send(_cmd(c.Transfer, rig.leg("101"), args=c.TransferArgs(to="102")))
+    assert result.error is not None
+    assert result.error.code is ErrorCode.INVALID_STATE
+    assert result.error.pbx_reason is not None
+    assert "Connected" in result.error.pbx_reason
+
+
+async def test_answer_without_a_ua_csta_device_is_refused(rig: Rig) -> None:
+    rig.sim.engine.place_call("+15550100", "101")
+    result = await rig.client.send(_cmd(c.Answer, rig.leg("101")))
+    assert result.error is not None
+    assert result.error.code is ErrorCode.INVALID_STATE
+    assert "direct_control" in (result.error.pbx_reason or "")
+
+
+async def test_dropping_a_leg_already_gone_is_success(rig: Rig) -> None:
+    call = rig.sim.engine.place_call("+15550100", "800")
+    leg = rig.leg("800")
+    rig.sim.engine.hangup(call.callid)
+    result = await rig.client.send(_cmd(c.Drop, leg))
+    assert result.ok
+    assert result.result == {"already_gone": True}
+
+
+async def test_the_same_idempotency_key_twice_calls_the_pbx_once(rig: Rig) -> None:
+    rig.sim.engine.place_call("+15550100", "800")
+    first = _cmd(c.Drop, rig.leg("800"), idempotency_key="drop-once")
+    second = first.model_copy(update={"command_id": "01JSECONDDROP0000000000000"})
+    a, b = await rig.client.send(first), await rig.client.send(second)
+    assert a.ok
+    assert b.duplicate
+    assert rig.pbx_requests("/drop") == 1
+
+
+async def test_not_supported_is_honest_about_3cx(rig: Rig) -> None:
+    result = await rig.client.send(_cmd(c.SendMessage, args=c.SendMessageArgs(to="+15550100", text="hi")))
+    assert result.error is not None
+    assert result.error.code is ErrorCode.NOT_SUPPORTED
+    assert "no public send-message API" in result.error.message
+
+
+async def test_queries_read_the_pbx(rig: Rig) -> None:
+    rig.sim.engine.place_call("+15550100", "800")
+    active = await rig.client.query(c.ActiveCalls(pbx_id="main"))
+    assert active.ok
+    assert [p["dn"] for p in active.items] == ["800"]
+    extensions = await rig.client.query(c.Extensions(pbx_id="main"))
+    assert [e["number"] for e in extensions.items] == ["100", "101", "102"]
+
+
+async def test_masterlinc_worker_runs_as_a_service_against_the_simulator(nats_server: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    nc = await connect(nats_server, name="test-worker-service")
+    js = nc.jetstream()
+    for name in (subjects.COMMANDS_STREAM, subjects.EVENTS_STREAM):
+        with contextlib.suppress(Exception):
+            await js.delete_stream(name)
+    for bucket in (IDEMPOTENCY, RATE):
+        with contextlib.suppress(Exception):
+            await js.delete_key_value(bucket.name)
+    unqueued = await CommandClient(nc).send(
+        c.Drop(pbx_id="main", issued_by="t", call_id="x", leg=LegRef(dn="1", participant_id=1))
+    )
+    assert unqueued.error is not None
+    assert "start a worker" in unqueued.error.message
+    await ensure_streams(js, BusConfig())
+    async with running_simulator() as sim:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ML_")}
+        env.update({
+            "NATS_URL": nats_server, "ML_PBXS__0__ID": "main", "ML_PBXS__0__BASE_URL": sim.base_url,
+            "ML_PBXS__0__CLIENT_ID": "800", "ML_PBXS__0__CLIENT_SECRET": "sim-secret",
+        })  # fmt: skip
+        cmd = [sys.executable, "-m", "hub.cli", "worker"]
+        with subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE) as proc:  # noqa: ASYNC220 - a service under test
+            try:
+                sim.engine.place_call("+15550100", "800")
+                [leg] = sim.engine.participants("800")
+                drop = c.Drop(pbx_id="main", issued_by="agent:test", call_id=new_call_id(),
+                              leg=LegRef(dn="800", participant_id=leg.id))  # fmt: skip
+                with anyio.fail_after(30):
+                    result = await CommandClient(nc).send(drop, wait=25)
+                assert result.ok, result.error
+                assert sim.engine.participants("800") == []
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                code = await anyio.to_thread.run_sync(proc.wait, 15)
+            assert proc.stderr is not None
+            logs = proc.stderr.read().decode()
+        assert code == 0, logs[-2000:]
+        assert "sim-secret" not in logs
+    await nc.close()
