@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -85,3 +86,21 @@ def private_postgres(port: int) -> PrivatePostgres | None:
         timeout=120,
     )
     return PrivatePostgres(bindir=bindir, datadir=datadir, port=port)
+
+
+async def fresh_bus(js: Any) -> None:
+    """Every stream and bucket of the hub deleted and the streams created again: each test starts from nothing."""
+    from nats.js.errors import BucketNotFoundError, NotFoundError
+
+    from hub.bus import ensure_streams
+    from hub.bus.kv import ALL_BUCKETS
+    from hub.config import BusConfig
+    from schemas import subjects
+
+    for name in (subjects.EVENTS_STREAM, subjects.COMMANDS_STREAM, subjects.DLQ_STREAM):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(name)
+    for bucket in ALL_BUCKETS:
+        with contextlib.suppress(NotFoundError, BucketNotFoundError):
+            await js.delete_key_value(bucket.name)
+    await ensure_streams(js, BusConfig())

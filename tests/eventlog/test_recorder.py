@@ -16,8 +16,8 @@ import anyio
 import pytest
 from nats.aio.client import Client
 
-from hub.bus import EventPublisher, connect, ensure_streams
-from hub.config import BusConfig, RecorderConfig
+from hub.bus import EventPublisher, connect
+from hub.config import RecorderConfig
 from hub.demo import synthetic_stream
 from hub.eventlog import EventStore, LogFilter
 from hub.eventlog.migrate import upgrade
@@ -25,7 +25,7 @@ from hub.natsd import free_port
 from hub.recorder import Recorder
 from hub.runner import Health
 from schemas import subjects
-from tests.helpers import private_postgres, wait_until
+from tests.helpers import fresh_bus, private_postgres, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
 
@@ -33,11 +33,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.nats]
 @pytest.fixture
 async def nc(nats_server: str) -> AsyncIterator[Client]:
     client = await connect(nats_server, name="test-recorder")
-    js = client.jetstream()
-    for name in (subjects.EVENTS_STREAM, subjects.DLQ_STREAM):
-        with contextlib.suppress(Exception):
-            await js.delete_stream(name)
-    await ensure_streams(js, BusConfig())
+    await fresh_bus(client.jetstream())
     yield client
     await client.close()
 

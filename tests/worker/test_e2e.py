@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,6 @@ import pytest
 from nats.aio.client import Client
 
 from hub.bus import connect, ensure_streams
-from hub.bus.kv import IDEMPOTENCY, RATE
 from hub.config import BusConfig, PbxConfig
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
 from hub.sdk import CommandClient
@@ -24,6 +22,7 @@ from schemas import commands as c
 from schemas import subjects
 from schemas.common import ErrorCode, LegRef
 from schemas.identity import new_call_id
+from tests.helpers import fresh_bus
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
 
@@ -45,14 +44,7 @@ class Rig:
 @pytest.fixture
 async def rig(nats_server: str) -> AsyncIterator[Rig]:
     nc: Client = await connect(nats_server, name="test-e2e")
-    js = nc.jetstream()
-    for name in (subjects.COMMANDS_STREAM, subjects.EVENTS_STREAM):
-        with contextlib.suppress(Exception):
-            await js.delete_stream(name)
-    for bucket in (IDEMPOTENCY, RATE):
-        with contextlib.suppress(Exception):
-            await js.delete_key_value(bucket.name)
-    await ensure_streams(js, BusConfig())
+    await fresh_bus(nc.jetstream())
     async with running_simulator() as sim, httpx.AsyncClient(base_url=sim.base_url) as http:
         pbx = PbxConfig(id="main", base_url=sim.base_url, client_id="800", client_secret="sim-secret")
         rest = CallControlClient(http, TokenProvider(http, pbx.client_id, pbx.secret()))
@@ -175,12 +167,8 @@ async def test_masterlinc_worker_runs_as_a_service_against_the_simulator(nats_se
 
     nc = await connect(nats_server, name="test-worker-service")
     js = nc.jetstream()
-    for name in (subjects.COMMANDS_STREAM, subjects.EVENTS_STREAM):
-        with contextlib.suppress(Exception):
-            await js.delete_stream(name)
-    for bucket in (IDEMPOTENCY, RATE):
-        with contextlib.suppress(Exception):
-            await js.delete_key_value(bucket.name)
+    await fresh_bus(js)
+    await js.delete_stream(subjects.COMMANDS_STREAM)
     unqueued = await CommandClient(nc).send(
         c.Drop(pbx_id="main", issued_by="t", call_id="x", leg=LegRef(dn="1", participant_id=1))
     )

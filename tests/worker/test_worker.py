@@ -13,16 +13,14 @@ import anyio
 import pytest
 from nats.aio.client import Client
 
-from hub.bus import connect, ensure_streams
-from hub.bus.kv import IDEMPOTENCY, RATE
-from hub.config import BusConfig
+from hub.bus import connect
 from hub.sdk import CommandClient
 from hub.worker.gateway import CommandFailure
 from hub.worker.service import Worker, WorkerConfig
-from schemas import subjects
 from schemas.commands import CommandBase, Drop, Extensions, MakeCall, MakeCallArgs, QueryBase
 from schemas.common import ErrorCode, LegRef, utcnow
 from schemas.identity import new_call_id
+from tests.helpers import fresh_bus
 
 pytestmark = [pytest.mark.nats, pytest.mark.anyio]
 
@@ -48,14 +46,7 @@ class RecordingGateway:
 @pytest.fixture
 async def nc(nats_server: str) -> AsyncIterator[Client]:
     client = await connect(nats_server, name="test-worker")
-    js = client.jetstream()
-    for name in (subjects.COMMANDS_STREAM, subjects.EVENTS_STREAM):
-        with contextlib.suppress(Exception):
-            await js.delete_stream(name)
-    for bucket in (IDEMPOTENCY, RATE):
-        with contextlib.suppress(Exception):
-            await js.delete_key_value(bucket.name)
-    await ensure_streams(js, BusConfig())
+    await fresh_bus(client.jetstream())
     yield client
     await client.close()
 
