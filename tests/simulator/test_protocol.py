@@ -459,3 +459,21 @@ async def test_a_queue_rings_every_member_and_the_first_answer_wins(sim: SimHand
     [won] = (await api.get("/callcontrol/102/participants")).json()
     assert won["status"] == "Connected"
     assert won["callid"] == call.callid
+
+
+@pytest.mark.parametrize("sim_config", [SimConfig(park_orbits=("P701", "P702"), pickup_code="#9")], ids=["custom"])
+async def test_park_orbits_and_pickup_code_are_configurable(
+    sim: SimHandle, api: httpx.AsyncClient, sim_config: SimConfig
+) -> None:
+    call = sim.engine.place_call("+15550100", "101")
+    [leg] = (await api.get("/callcontrol/101/participants")).json()
+    sim.engine.answer(leg["id"])
+    assert (
+        await api.post(f"/callcontrol/101/participants/{leg['id']}/transferto", json={"destination": "P702"})
+    ).status_code == 200
+    assert sim.engine.calls[call.callid].parked_at == "P702"
+    await api.post("/callcontrol/102/makecall", json={"destination": "*4P702"})  # the default code does nothing here
+    assert sim.engine.calls[call.callid].parked_at == "P702"
+    await api.post("/callcontrol/102/makecall", json={"destination": "#9P702"})
+    [picked] = [p for p in (await api.get("/callcontrol/102/participants")).json() if p["callid"] == call.callid]
+    assert picked["status"] == "Connected"
