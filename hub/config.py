@@ -91,6 +91,20 @@ class RecorderConfig(Section):
     )
 
 
+class MessagingConfig(Section):
+    """Where send_message goes: nowhere (not_supported), the log only, or a signed webhook."""
+
+    provider: Literal["none", "log", "webhook"] = "none"
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _webhook_complete(self) -> MessagingConfig:
+        if self.provider == "webhook" and (not self.webhook_url or self.webhook_secret is None):
+            raise ValueError("the webhook provider needs ML_MESSAGING__WEBHOOK_URL and ML_MESSAGING__WEBHOOK_SECRET")
+        return self
+
+
 class HttpConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
@@ -112,6 +126,7 @@ class Settings(BaseSettings):
     bus: BusConfig = Field(default_factory=BusConfig)
     recorder: RecorderConfig = Field(default_factory=RecorderConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    messaging: MessagingConfig = Field(default_factory=MessagingConfig)
 
     @field_validator("pbxs", mode="before")
     @classmethod

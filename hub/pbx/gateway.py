@@ -12,14 +12,16 @@ from hub.config import PbxConfig
 from hub.pbx.callcontrol import CallControlClient
 from hub.pbx.errors import PbxError, PbxNotFound
 from hub.worker.gateway import CommandFailure
+from hub.worker.messaging import MessagingProvider
 from schemas import commands as c
 from schemas.common import ErrorCode
 
 
 class CallControlGateway:
-    def __init__(self, client: CallControlClient, pbx: PbxConfig) -> None:
+    def __init__(self, client: CallControlClient, pbx: PbxConfig, messaging: MessagingProvider | None = None) -> None:
         self._client = client
         self._pbx = pbx
+        self._messaging = messaging
 
     async def execute(self, command: c.CommandBase) -> dict[str, Any]:
         try:
@@ -32,6 +34,10 @@ class CallControlGateway:
             return await self._make_call(command.args.from_, command.args.to)
         if isinstance(command, c.Resume):
             return await self._make_call(command.args.to, f"{self._pbx.pickup_code}{command.args.orbit}")
+        if isinstance(command, c.SendMessage) and self._messaging is not None:
+            return await self._messaging.send(
+                message_id=command.command_id, pbx_id=command.pbx_id, to=command.args.to, text=command.args.text
+            )
         leg = command.leg
         if leg is None or not command.TARGETS_LEG:
             raise _unsupported(command)

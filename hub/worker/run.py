@@ -11,6 +11,7 @@ from hub.config import Settings
 from hub.logs import get_logger
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
 from hub.runner import ServiceContext, run_service
+from hub.worker.messaging import LogOnlyProvider, MessagingProvider, WebhookProvider
 from hub.worker.service import Worker, WorkerConfig
 
 log = get_logger(__name__)
@@ -39,12 +40,21 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
         ctx.health.set("nats", True)
         async with httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=10.0) as http:
             tokens = TokenProvider(http, pbx.client_id, pbx.secret())
-            gateway = CallControlGateway(CallControlClient(http, tokens), pbx)
+            gateway = CallControlGateway(CallControlClient(http, tokens), pbx, messaging_provider(settings, http))
             worker = Worker(nc, gateway, config=WorkerConfig(name=f"worker-{pbx.id}"))
             ctx.health.set("pbx", True, pbx.base_url)
             await worker.run(ctx.stopping, pbx.id)
     finally:
         await nc.close()
+
+
+def messaging_provider(settings: Settings, http: httpx.AsyncClient) -> MessagingProvider | None:
+    config = settings.messaging
+    if config.provider == "log":
+        return LogOnlyProvider()
+    if config.provider == "webhook" and config.webhook_url and config.webhook_secret is not None:
+        return WebhookProvider(http, config.webhook_url, config.webhook_secret.get_secret_value())
+    return None
 
 
 async def run_worker_service(settings: Settings, pbx_id: str | None = None) -> int:
