@@ -91,6 +91,13 @@ class RecorderConfig(Section):
     )
 
 
+class WorkerSettings(Section):
+    rate_per_second: int = Field(default=20, ge=0, description="Commands per second per PBX, all workers (0: off)")
+    ack_wait_s: float = Field(default=30.0, gt=0)
+    takeover_grace_s: float = Field(default=5.0, ge=0)
+    fault_pause_after_call_s: float = Field(default=0.0, ge=0, description="Fault injection for tests")
+
+
 class MessagingConfig(Section):
     """Where send_message goes: nowhere (not_supported), the log only, or a signed webhook."""
 
@@ -127,6 +134,7 @@ class Settings(BaseSettings):
     recorder: RecorderConfig = Field(default_factory=RecorderConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     messaging: MessagingConfig = Field(default_factory=MessagingConfig)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @field_validator("pbxs", mode="before")
     @classmethod

@@ -41,7 +41,15 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
         async with httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=10.0) as http:
             tokens = TokenProvider(http, pbx.client_id, pbx.secret())
             gateway = CallControlGateway(CallControlClient(http, tokens), pbx, messaging_provider(settings, http))
-            worker = Worker(nc, gateway, config=WorkerConfig(name=f"worker-{pbx.id}"))
+            w = settings.worker
+            config = WorkerConfig(
+                name=f"worker-{pbx.id}",
+                rate_per_second=w.rate_per_second,
+                ack_wait_s=w.ack_wait_s,
+                takeover_grace_s=w.takeover_grace_s,
+                fault_pause_after_call_s=w.fault_pause_after_call_s,
+            )
+            worker = Worker(nc, gateway, config=config)
             ctx.health.set("pbx", True, pbx.base_url)
             await worker.run(ctx.stopping, pbx.id)
     finally:

@@ -67,6 +67,8 @@ class WorkerConfig:
     rate_per_second: int = 20
     ack_wait_s: float = 30.0
     max_deliver: int = 20
+    takeover_grace_s: float = 5.0  # after a command's deadline, its in-flight marker may be taken over
+    fault_pause_after_call_s: float = 0.0  # fault injection for the crash tests: pause between PBX call and ack
 
 
 class Worker:
@@ -92,7 +94,7 @@ class Worker:
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
-        self._idem = IdempotencyStore(await open_bucket(self._js, IDEMPOTENCY))
+        self._idem = IdempotencyStore(await open_bucket(self._js, IDEMPOTENCY), grace_s=self._config.takeover_grace_s)
         self._rate_kv = await open_bucket(self._js, RATE)
 
     def _limiter(self, pbx_id: str) -> SharedRateLimiter:
@@ -153,12 +155,6 @@ class Worker:
         await self._event(
             command, ev.CommandAccepted, ev.CommandAcceptedData(command=command.model_dump(mode="json", by_alias=True))
         )
-        if utcnow() > command.deadline:
-            return await self._finish(
-                command,
-                None,
-                CommandFailure(ErrorCode.DEADLINE_EXCEEDED, "the command's deadline passed before a worker took it"),
-            )
         claim = await self._idem.claim(command, self._config.name)
         if claim.outcome is ClaimOutcome.DONE and claim.result is not None:
             return claim.result.model_copy(update={"duplicate": True})
@@ -177,9 +173,17 @@ class Worker:
             return None
         if claim.outcome is ClaimOutcome.ABANDONED:
             return await self._reconcile(command, claim)
+        if utcnow() > command.deadline:  # checked after the claim: a late repeat still gets its stored result
+            failure = CommandFailure(
+                ErrorCode.DEADLINE_EXCEEDED, "the command's deadline passed before a worker took it"
+            )
+            return await self._finish(command, claim, failure)
         try:
             await self._preflight(command)
             data = await self._gateway.execute(command)
+            if self._config.fault_pause_after_call_s:  # the crash test kills us inside this window
+                print(f"called {command.command_id}", flush=True)
+                await asyncio.sleep(self._config.fault_pause_after_call_s)
         except CommandFailure as failure:
             return await self._finish(command, claim, failure)
         except Exception as exc:  # a gateway bug must not crash the worker or leak a traceback to the issuer

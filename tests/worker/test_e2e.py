@@ -200,3 +200,56 @@ async def test_masterlinc_worker_runs_as_a_service_against_the_simulator(nats_se
         assert code == 0, logs[-2000:]
         assert "sim-secret" not in logs
     await nc.close()
+
+
+async def test_a_worker_killed_after_its_pbx_call_never_causes_a_second_call(nats_server: str) -> None:
+    """SIGKILL between the PBX call and the ack: the next worker sees the in-flight marker, waits out the deadline,
+    reconciles from PBX state, and answers; the simulator's journal shows one drop."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from schemas.common import utcnow
+
+    nc = await connect(nats_server, name="test-worker-crash")
+    await fresh_bus(nc.jetstream())
+    async with running_simulator() as sim, httpx.AsyncClient(base_url=sim.base_url) as http:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ML_")}
+        env.update({
+            "NATS_URL": nats_server, "ML_PBXS__0__ID": "main", "ML_PBXS__0__BASE_URL": sim.base_url,
+            "ML_PBXS__0__CLIENT_ID": "800", "ML_PBXS__0__CLIENT_SECRET": "sim-secret",
+            "ML_WORKER__ACK_WAIT_S": "1", "ML_WORKER__FAULT_PAUSE_AFTER_CALL_S": "60",
+        })  # fmt: skip
+        sim.engine.place_call("+15550100", "800")
+        [leg] = sim.engine.participants("800")
+        target = LegRef(dn="800", participant_id=leg.id)
+        deadline = utcnow() + timedelta(seconds=3)
+        drop = c.Drop(pbx_id="main", issued_by="agent:test", call_id=new_call_id(), leg=target, deadline=deadline)
+        client = CommandClient(nc)
+        cmd = [sys.executable, "-m", "hub.cli", "worker"]
+        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) as doomed:  # noqa: ASYNC220
+            assert doomed.stdout is not None
+            waiting = asyncio.create_task(client.send(drop, wait=30))
+            line = await anyio.to_thread.run_sync(doomed.stdout.readline)
+            assert line.strip() == f"called {drop.command_id}"
+            doomed.send_signal(signal.SIGKILL)  # the PBX call happened; no result stored, no ack
+        assert sum(1 for e in sim.journal.of("request") if str(e.detail["path"]).endswith("/drop")) == 1
+
+        pbx = PbxConfig(id="main", base_url=sim.base_url, client_id="800", client_secret="sim-secret")
+        gateway = CallControlGateway(CallControlClient(http, TokenProvider(http, "800", "sim-secret")), pbx)
+        config = WorkerConfig(name="survivor", ack_wait_s=1, takeover_grace_s=0.5, rate_per_second=0)
+        survivor = Worker(nc, gateway, config=config)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(survivor.run(stopping, "main"))
+        try:
+            with anyio.fail_after(30):
+                result = await waiting
+        finally:
+            stopping.set()
+            await task
+    assert result.ok, result.error
+    assert result.result == {"already_gone": True, "reconciled": True}
+    assert sum(1 for e in sim.journal.of("request") if str(e.detail["path"]).endswith("/drop")) == 1
+    await nc.close()
