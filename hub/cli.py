@@ -389,11 +389,13 @@ def mcp_token_revoke(token_id: Annotated[str, typer.Argument(help="Token id or n
 
 @config_app.command("check")
 def config_check() -> None:
-    """Validate the configuration and explain each problem."""
-    settings = settings_or_exit()
-    typer.echo(f"settings are valid: {len(settings.pbxs)} PBX(s) configured")
-    typer.echo(f"  bus:      {settings.nats_url or 'embedded nats-server (NATS_URL unset)'}")
-    typer.echo(f"  event log: {settings.effective_database_url().split('@')[-1]}")
+    """Validate the configuration and explain each problem with what to do (bus, event log, each PBX)."""
+    from hub.configcheck import run_checks
+
+    findings = asyncio.run(run_checks(settings_or_exit()))
+    for finding in findings:
+        typer.echo(finding.line())
+    raise typer.Exit(0 if all(f.ok for f in findings) else 1)
 
 
 def main() -> NoReturn:
