@@ -80,7 +80,7 @@ async def _bus_latencies(url: str, rate: float, count: int) -> list[float]:
 
     async def consume() -> None:
         while len(latencies) < count:
-            msgs = await puller.fetch(100, expires=1.0, idle=0.0005)
+            msgs = await puller.fetch(100, expires=1.0, idle=0)
             now = time.perf_counter_ns()
             for msg in msgs:
                 latencies.append(now - int((msg.headers or {})[T_HEADER]))

@@ -26,6 +26,10 @@ _END_STATUSES = {"404", "408", "409"}
 
 
 class BatchPuller:
+    """At most one pull request outstanding: a fetch waits on it while it can still deliver, and sends the next one
+    only when it expired, ended or delivered its whole batch (too many open requests would hit the consumer's
+    ``max_waiting`` and make the server refuse them)."""
+
     def __init__(self, nc: Client, stream: str, consumer: str) -> None:
         self._nc = nc
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
@@ -33,7 +37,8 @@ class BatchPuller:
         self._sub: Subscription | None = None
         self._buffer: deque[Msg] = deque()
         self._arrived = asyncio.Event()
-        self._ended = asyncio.Event()
+        self._open_until = 0.0  # loop time when the outstanding request expires (0: none outstanding)
+        self._open_left = 0  # messages the outstanding request may still deliver
 
     async def start(self) -> BatchPuller:
         self._sub = await self._nc.subscribe(
@@ -50,76 +55,63 @@ class BatchPuller:
         status = msg.headers.get(STATUS) if msg.headers else None
         if status is not None and not msg.data:
             if status in _END_STATUSES:
-                self._ended.set()
+                self._open_until = 0.0  # the request is over
+                self._arrived.set()
             return  # heartbeats and flow control carry no event
         self._buffer.append(msg)
+        self._open_left -= 1
+        if self._open_left <= 0:
+            self._open_until = 0.0
         self._arrived.set()
 
     def _take(self, batch: int) -> list[Msg]:
         out: list[Msg] = []
         while self._buffer and len(out) < batch:
             out.append(self._buffer.popleft())
-        if not self._buffer:
-            self._arrived.clear()
         return out
 
-    async def _request(self, batch: int, *, expires: float | None) -> None:
-        body: dict[str, object] = {"batch": batch}
-        if expires is None:
-            body["no_wait"] = True
-        else:
-            body["expires"] = int(expires * 1e9)
-        self._ended.clear()
+    def _open(self, now: float) -> bool:
+        return self._open_until > now
+
+    async def _request(self, batch: int, expires: float) -> None:
+        body = {"batch": batch, "expires": int(expires * 1e9)}
+        self._open_until = asyncio.get_running_loop().time() + expires
+        self._open_left = batch
         await self._nc.publish(self._api, json.dumps(body).encode(), reply=self._inbox)
 
-    async def fetch(self, batch: int, *, expires: float = 0.5, idle: float = 0.002) -> list[Msg]:
-        """Up to ``batch`` messages; an empty list when none arrived within ``expires`` seconds."""
-        if len(self._buffer) >= batch:
-            return self._take(batch)
-        await self._request(batch - len(self._buffer), expires=None)
-        await self._until_full_or_ended(batch, within=max(expires, 1.0))
-        if self._buffer:
-            return self._take(batch)
-        await self._request(batch, expires=expires)
+    async def _wait_arrival(self, within: float) -> bool:
+        self._arrived.clear()
         try:
-            await asyncio.wait_for(self._first(), expires + 0.5)
+            await asyncio.wait_for(self._arrived.wait(), within)
         except TimeoutError:
-            return []
-        while len(self._buffer) < batch and not self._ended.is_set():
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), idle)
-            except TimeoutError:
-                break
-        return self._take(batch)
+            return False
+        return True
 
-    async def _first(self) -> None:
-        while not self._buffer:
-            if self._ended.is_set():
-                return
-            waiter = asyncio.ensure_future(self._arrived.wait())
-            ender = asyncio.ensure_future(self._ended.wait())
-            try:
-                await asyncio.wait({waiter, ender}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                ender.cancel()
+    async def fetch(self, batch: int, *, expires: float = 0.5, idle: float = 0.002) -> list[Msg]:
+        """Up to ``batch`` messages; an empty list when none arrived within ``expires`` seconds.
 
-    async def _until_full_or_ended(self, batch: int, within: float) -> None:
+        The server answers a pull request at once with what is available, so a fetch returns as soon as messages
+        are there, gathering more while they keep arriving within ``idle`` seconds.
+        """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while len(self._buffer) < batch and not self._ended.is_set():
-            remaining = deadline - loop.time()
+        deadline = loop.time() + expires
+        while len(self._buffer) < batch:
+            now = loop.time()
+            if not self._open(now):
+                if self._buffer:
+                    break  # return what we have rather than wait for a whole new request
+                await self._request(batch, expires)
+            if self._buffer:
+                if idle <= 0 or not await self._wait_arrival(idle):
+                    break
+                continue
+            remaining = min(deadline, self._open_until) - loop.time()
             if remaining <= 0:
-                return
-            self._arrived.clear()
-            waiter = asyncio.ensure_future(self._arrived.wait())
-            ender = asyncio.ensure_future(self._ended.wait())
-            try:
-                await asyncio.wait({waiter, ender}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                ender.cancel()
+                if loop.time() >= deadline:
+                    break
+                continue
+            await self._wait_arrival(remaining)
+        return self._take(batch)
 
 
 def stream_sequence(msg: Msg) -> int:
