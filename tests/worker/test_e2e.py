@@ -11,8 +11,10 @@ import anyio
 import httpx
 import pytest
 from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from hub.bus import connect, ensure_streams
+from hub.bus.pull import BatchPuller
 from hub.config import BusConfig, PbxConfig
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
 from hub.sdk import CommandClient
@@ -20,7 +22,9 @@ from hub.simulator import SimHandle, running_simulator
 from hub.worker.service import Worker, WorkerConfig
 from schemas import commands as c
 from schemas import subjects
+from schemas.codec import parse_event
 from schemas.common import ErrorCode, LegRef
+from schemas.events import CommandAccepted, CommandSucceeded
 from schemas.identity import new_call_id
 from tests.helpers import fresh_bus
 
@@ -253,3 +257,32 @@ async def test_a_worker_killed_after_its_pbx_call_never_causes_a_second_call(nat
     assert result.result == {"already_gone": True, "reconciled": True}
     assert sum(1 for e in sim.journal.of("request") if str(e.detail["path"]).endswith("/drop")) == 1
     await nc.close()
+
+
+async def test_route_to_adds_a_route_and_the_audit_trail_carries_the_whole_command(rig: Rig, nats_server: str) -> None:
+    rig.sim.engine.place_call("+15550100", "101")
+    command = _cmd(c.RouteTo, rig.leg("101"), args=c.DestinationArgs(to="102"))
+    result = await rig.client.send(command)
+    assert result.ok, result.error
+    assert [leg.status for leg in rig.sim.engine.participants("102")] == ["Ringing"]
+    assert len(rig.sim.engine.participants("101")) == 1  # kept until the new route is answered
+
+    nc = await connect(nats_server, name="test-audit")
+    js = nc.jetstream()
+    await js.add_consumer(subjects.EVENTS_STREAM, ConsumerConfig(
+        durable_name="audit", ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
+        filter_subject=subjects.call_filter(command.call_id),
+    ))  # fmt: skip
+    puller = await BatchPuller(nc, subjects.EVENTS_STREAM, "audit").start()
+    seen: list[object] = []
+    with anyio.fail_after(10):
+        while len(seen) < 2:
+            seen += [parse_event(m.data) for m in await puller.fetch(10, expires=1.0)]
+    await puller.stop()
+    await nc.close()
+    accepted = next(e for e in seen if isinstance(e, CommandAccepted))
+    succeeded = next(e for e in seen if isinstance(e, CommandSucceeded))
+    assert accepted.data.command["command_id"] == command.command_id
+    assert accepted.data.command["args"] == {"to": "102"}
+    assert accepted.correlation_id == command.command_id
+    assert succeeded.data.command_id == command.command_id
