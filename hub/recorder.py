@@ -29,7 +29,7 @@ from hub.bus.pull import BatchPuller, stream_sequence
 from hub.config import RecorderConfig, Settings
 from hub.eventlog.store import DeadLetterInput, EventStore, LogRow, StoreUnavailable
 from hub.logs import get_logger
-from hub.runner import Health, ServiceContext, run_service
+from hub.runner import Health, ServiceContext, run_service, until_ready, wait_or_stop
 from schemas import subjects
 from schemas.codec import DecodeError
 
@@ -123,7 +123,7 @@ class Recorder:
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.NoRespondersError) as exc:
                 self._health.set("nats", False, str(exc) or type(exc).__name__)
-                await _wait_or_stop(stopping, 0.5)
+                await wait_or_stop(stopping, 0.5)
                 continue
             if not msgs:
                 continue
@@ -179,7 +179,7 @@ class Recorder:
                 for msg in held:  # keep the messages ours: an outage must not count toward max_deliver
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
-                if stopping is not None and await _wait_or_stop(stopping, delay):
+                if stopping is not None and await wait_or_stop(stopping, delay):
                     return False
                 if stopping is None:
                     await asyncio.sleep(delay)
@@ -208,7 +208,7 @@ class Recorder:
                 self._health.set("database", False, str(exc))
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
-                if stopping is not None and await _wait_or_stop(stopping, delay):
+                if stopping is not None and await wait_or_stop(stopping, delay):
                     return
                 delay = min(self._config.retry_backoff_max_s, delay * 2)
         dlq_headers = {
@@ -226,60 +226,29 @@ class Recorder:
         log.warning("dead letter", subject=msg.subject, stream_seq=seq, reason=reason)
 
 
-async def _wait_or_stop(stopping: asyncio.Event, seconds: float) -> bool:
-    """Sleep ``seconds`` unless stopping is set first; True when stopping."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)
-    return stopping.is_set()
-
-
-async def _open_store(url: str, health: Health, stopping: asyncio.Event) -> EventStore | None:
-    delay = 0.2
-    while not stopping.is_set():
-        try:
-            store = await EventStore.open(url)
-            health.set("database", True)
-            return store
-        except StoreUnavailable as exc:
-            health.set("database", False, str(exc))
-            await _wait_or_stop(stopping, delay)
-            delay = min(10.0, delay * 2)
-    return None
-
-
-async def _connect_bus(url: str, health: Health, stopping: asyncio.Event) -> object | None:
-    delay = 0.2
-    while not stopping.is_set():
-        try:
-            nc = await connect(url, name="masterlinc-recorder")
-            health.set("nats", True)
-            return nc
-        except BusUnavailableError as exc:
-            health.set("nats", False, str(exc))
-            await _wait_or_stop(stopping, delay)
-            delay = min(10.0, delay * 2)
-    return None
-
-
 async def recorder_main(ctx: ServiceContext, settings: Settings) -> None:
     """The recorder service body: waits for its bus and database (reporting not-ready meanwhile), then records."""
     ctx.health.set("nats", False, "connecting")
     ctx.health.set("database", False, "connecting")
-    store = await _open_store(settings.effective_database_url(), ctx.health, ctx.stopping)
+    url = settings.effective_database_url()
+    store = await until_ready("database", lambda: EventStore.open(url), StoreUnavailable, ctx.health, ctx.stopping)
     if store is None:
         return
     try:
-        nc = await _connect_bus(settings.effective_nats_url(), ctx.health, ctx.stopping)
+        nats_url = settings.effective_nats_url()
+        nc = await until_ready(
+            "nats", lambda: connect(nats_url, name="masterlinc-recorder"), BusUnavailableError, ctx.health, ctx.stopping
+        )
         if nc is None:
             return
         try:
-            js = nc.jetstream()  # type: ignore[attr-defined]
+            js = nc.jetstream()
             await ensure_streams(js, settings.bus)
             recorder = Recorder(js, store, settings.recorder, ctx.health)
             await recorder.run(ctx.stopping)
             log.info("recorder stopped", **vars(recorder.stats))
         finally:
-            await nc.close()  # type: ignore[attr-defined]
+            await nc.close()
     finally:
         await store.close()
 

@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -166,3 +166,36 @@ async def run_service(
             loop.remove_signal_handler(sig)
     log.info("service stopped", service=name, code=code)
     return code
+
+
+async def wait_or_stop(stopping: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` unless stopping is set first; True when stopping."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+    return stopping.is_set()
+
+
+T = TypeVar("T")
+
+
+async def until_ready(
+    component: str,
+    open_: Callable[[], Awaitable[T]],
+    transient: type[BaseException] | tuple[type[BaseException], ...],
+    health: Health,
+    stopping: asyncio.Event,
+) -> T | None:
+    """Open a dependency, reporting it not ready and retrying with capped backoff while it is down (D§10: a
+    service starts without its bus or database). None when asked to stop first."""
+    delay = 0.2
+    while not stopping.is_set():
+        try:
+            opened = await open_()
+        except transient as exc:
+            health.set(component, False, str(exc))
+            await wait_or_stop(stopping, delay)
+            delay = min(10.0, delay * 2)
+            continue
+        health.set(component, True)
+        return opened
+    return None

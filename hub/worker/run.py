@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 
 from hub.bus import BusUnavailableError, connect, ensure_streams
 from hub.config import Settings
 from hub.logs import get_logger
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
-from hub.runner import ServiceContext, run_service
+from hub.runner import ServiceContext, run_service, until_ready
 from hub.worker.messaging import LogOnlyProvider, MessagingProvider, WebhookProvider
 from hub.worker.service import Worker, WorkerConfig
 
@@ -22,18 +20,12 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
         raise ValueError("no PBX configured: set ML_PBXS__0__ID, ..._BASE_URL, ..._CLIENT_ID and ..._CLIENT_SECRET")
     pbx = settings.pbx(pbx_id) if pbx_id else settings.pbxs[0]
     ctx.health.set("nats", False, "connecting")
-    delay = 0.2
-    while True:
-        try:
-            nc = await connect(settings.effective_nats_url(), name=f"masterlinc-worker-{pbx.id}")
-            break
-        except BusUnavailableError as exc:
-            ctx.health.set("nats", False, str(exc))
-            try:
-                await asyncio.wait_for(ctx.stopping.wait(), delay)
-                return
-            except TimeoutError:
-                delay = min(10.0, delay * 2)
+    url = settings.effective_nats_url()
+    nc = await until_ready(
+        "nats", lambda: connect(url, name=f"masterlinc-worker-{pbx.id}"), BusUnavailableError, ctx.health, ctx.stopping
+    )
+    if nc is None:
+        return
     verify: bool | str = str(pbx.ca_file) if pbx.ca_file else pbx.verify_tls
     try:
         await ensure_streams(nc.jetstream(), settings.bus)
