@@ -270,8 +270,15 @@ def recorder() -> None:
 
 @app.command("ingest")
 def ingest() -> None:
-    """Turn each configured PBX's websocket and REST state into typed events."""
-    not_built("ingest", 7)
+    """Turn each configured PBX's websocket and REST state into typed events (one active adapter per PBX)."""
+    from hub.ingest.service import run_ingest_service
+
+    settings = settings_or_exit()
+    try:
+        code = asyncio.run(run_ingest_service(settings))
+    except ValueError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
 
 
 @app.command("worker")

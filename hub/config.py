@@ -98,6 +98,26 @@ class WorkerSettings(Section):
     fault_pause_after_call_s: float = Field(default=0.0, ge=0, description="Fault injection for tests")
 
 
+class IngestConfig(Section):
+    """The adapter: how hard it reads the PBX, how long it holds events while NATS is down, and the rows of the
+    participant-to-event mapping that 3CX leaves unverified (docs/ingest.md)."""
+
+    connected_on_arrival: Literal["answered", "ringing_then_answered"] = Field(
+        default="answered",
+        description="A leg first seen Connected (route-point inbound legs arrive so): call.answered alone, or "
+        "call.ringing then call.answered",
+    )
+    call_end_grace_s: float = Field(default=0.5, ge=0, description="A call is over this long after its last leg")
+    max_reads_inflight: int = Field(default=8, ge=1, le=256, description="Concurrent REST reads per PBX")
+    list_threshold: int = Field(default=3, ge=2, description="Waiting participants of one DN read as one list")
+    outbox_max: int = Field(default=50_000, ge=100, description="Events held while NATS is down (then: resync)")
+    leader_lease_s: float = Field(default=10.0, gt=0)
+    ping_interval_s: float = Field(default=5.0, gt=0, description="Websocket ping (3CX's sample: 5 s)")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="Cap of the reconnect backoff")
+    reappear_window_s: float = Field(default=3600.0, ge=0, description="A 3CX callid back within this is the same call")
+    persist_interval_s: float = Field(default=0.2, gt=0, description="How often acknowledged state is saved to KV")
+
+
 class MessagingConfig(Section):
     """Where send_message goes: nowhere (not_supported), the log only, or a signed webhook."""
 
@@ -135,6 +155,7 @@ class Settings(BaseSettings):
     http: HttpConfig = Field(default_factory=HttpConfig)
     messaging: MessagingConfig = Field(default_factory=MessagingConfig)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
 
     @field_validator("pbxs", mode="before")
     @classmethod

@@ -41,6 +41,7 @@ class Simulator:
         self._connections: set[_Connection] = set()
         self._global_seq = itertools.count(1)
         self._random = random.Random(self.config.seed)
+        self.frames_sent = 0  # websocket frames queued to open connections (tests wait for the hub to read them)
         engine.subscribe(self._on_change)
         self.app = Starlette(
             routes=[
@@ -279,14 +280,19 @@ class _Connection:
         self.websocket = websocket
         self.sim = sim
         self.sequence = 0
+        self.closing = False
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
 
     def push(self, event_type: int, entity: str, attached: dict[str, Any] | None) -> None:
+        if self.closing:
+            return  # nothing goes out after the close frame
+        self.sim.frames_sent += 1
         frame = {"sequence": self.sim.next_sequence(self),
                  "event": {"event_type": event_type, "entity": entity, "attached_data": attached}}  # fmt: skip
         self.queue.put_nowait(json.dumps(frame))
 
     async def close(self) -> None:
+        self.closing = True
         self.queue.put_nowait(None)
 
     async def run(self) -> None:

@@ -1,0 +1,137 @@
+"""An ingest rig: a real nats-server, the simulator, and the adapter in this event loop, collecting the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from nats.aio.client import Client
+
+from hub.bus import connect
+from hub.config import IngestConfig, PbxConfig
+from hub.ingest.adapter import PbxAdapter
+from hub.pbx.callcontrol import CallControlClient
+from hub.pbx.token import TokenProvider
+from hub.simulator import SimConfig, SimHandle, running_simulator
+from schemas.codec import parse_event
+from schemas.events import Event
+from tests.helpers import fresh_bus, wait_until
+from tests.projection import Outage
+
+PBX = "main"
+
+
+@dataclass
+class Collector:
+    """Every event stored in ML_EVENTS, in stream order (JetStream dedup applied: what the recorder would file)."""
+
+    events: list[Event] = field(default_factory=list)
+
+    def of(self, type_name: str) -> list[Event]:
+        return [e for e in self.events if e.type == type_name]
+
+    def types(self, pbx_callid: int | None = None) -> list[str]:
+        return [e.type for e in self.events
+                if pbx_callid is None or e.pbx_call_id == pbx_callid]  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def collecting(nc: Client) -> AsyncIterator[Collector]:
+    collector = Collector()
+
+    async def on_msg(msg: Any) -> None:
+        collector.events.append(parse_event(msg.data))
+        await msg.ack()
+
+    sub = await nc.jetstream().subscribe("ml.evt.>", cb=on_msg, ordered_consumer=True)
+    try:
+        yield collector
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+@dataclass
+class IngestRig:
+    sim: SimHandle
+    nc: Client
+    adapter: PbxAdapter
+    stream: Collector
+    pbx: PbxConfig
+    outages: list[Outage] = field(default_factory=list)
+
+    async def settled(self, timeout: float = 10.0) -> None:
+        """Nothing left to read or publish, and no call waiting for its end grace."""
+        outbox = self.adapter.outbox
+
+        async def idle() -> bool:
+            return (
+                self.adapter.synced.is_set()
+                and self.adapter.stats.frames >= self.sim.sim.frames_sent
+                and not self.adapter.tracker.busy
+                and self.adapter.tracker.next_deadline() is None
+                and outbox is not None
+                and len(outbox) == 0
+                and len(self.stream.events) >= outbox.published - outbox.duplicates
+            )
+
+        await wait_until(idle, timeout=timeout, what="ingest to settle")
+
+    async def wait(self, condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        async def check() -> bool:
+            return condition()
+
+        await wait_until(check, timeout=timeout, what=what)
+
+    async def drop_link(self) -> int:
+        """Drop the websocket; returns the journal index where the outage starts."""
+        start = len(self.sim.journal.entries)
+        await self.sim.sim.drop_websockets()
+        return start
+
+    def resync_index(self, after: int) -> int:
+        """The journal index of the hub's re-read (GET /callcontrol) after ``after``."""
+        for entry in self.sim.journal.entries[after:]:
+            if entry.kind == "request" and entry.detail.get("path") == "/callcontrol":
+                return entry.index
+        raise AssertionError("no re-read after the outage")
+
+
+@contextlib.asynccontextmanager
+async def ingest_rig(
+    nats_url: str, sim_config: SimConfig | None = None, config: IngestConfig | None = None
+) -> AsyncIterator[IngestRig]:
+    nc = await connect(nats_url, name="test-ingest")
+    await fresh_bus(nc.jetstream())
+    async with (
+        running_simulator(sim_config or SimConfig()) as sim,
+        httpx.AsyncClient(base_url=sim.base_url) as http,
+        collecting(nc) as stream,
+    ):
+        pbx = PbxConfig(id=PBX, base_url=sim.base_url, client_id=sim.config.client_id,
+                        client_secret=sim.config.client_secret)  # fmt: skip
+        tokens = TokenProvider(http, pbx.client_id, pbx.secret())
+        adapter = PbxAdapter(nc, pbx, CallControlClient(http, tokens), tokens,
+                             config=config or IngestConfig(call_end_grace_s=0.2))  # fmt: skip
+        stopping = asyncio.Event()
+        task = asyncio.create_task(adapter.run(stopping))
+        try:
+            with anyio.fail_after(10):
+                await adapter.synced.wait()
+            yield IngestRig(sim=sim, nc=nc, adapter=adapter, stream=stream, pbx=pbx)
+        finally:
+            stopping.set()
+            with anyio.fail_after(15):
+                await task
+    await nc.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
