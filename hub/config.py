@@ -92,6 +92,11 @@ class RecorderConfig(Section):
 
 
 class WorkerSettings(Section):
+    token_source: Literal["owner", "own"] = Field(
+        default="owner",
+        description="owner: ask the ingest leader for the PBX token (D§6: 3CX keeps one token per API client); "
+        "own: fetch its own (only with an API client of its own)",
+    )
     rate_per_second: int = Field(default=20, ge=0, description="Commands per second per PBX, all workers (0: off)")
     ack_wait_s: float = Field(default=30.0, gt=0)
     takeover_grace_s: float = Field(default=5.0, ge=0)

@@ -142,8 +142,14 @@ class PbxAdapter:
         self._down_since: float | None = None
         self._link_n = 0
         self._recovering = False
+        self._handling = False
         self.registry: CallRegistry
         self.emitter: Emitter
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting in or being handled by the pipeline, and no re-read or recovery under way."""
+        return not self._handling and self._inbox.empty() and not self._recovering and not self.tracker.busy
 
     @property
     def component(self) -> str:
@@ -175,7 +181,7 @@ class PbxAdapter:
         js = self.nc.jetstream()
         registry = CallRegistry(
             self.pbx.id, await open_bucket(js, CALL_IDS), await open_bucket(js, INGEST_STATE),
-            reappear_window_s=self.config.reappear_window_s,
+            reappear_window_s=self.config.reappear_window_s, online=lambda: self.nc.is_connected,
         )  # fmt: skip
         self.registry = registry
         self.tracker.reset()
@@ -301,6 +307,7 @@ class PbxAdapter:
                 item: _Item | None = await asyncio.wait_for(self._inbox.get(), wait)
             except TimeoutError:
                 item = None
+            self._handling = item is not None
             if item is None and lead_stop.is_set():
                 if not self._recovering:
                     self._take_state(persist_queue)
@@ -309,6 +316,7 @@ class PbxAdapter:
             observations = self._apply(item, now) if item is not None else []
             if isinstance(item, _Reload):
                 await self._reload()
+                self._handling = False
                 continue
             observations += self.tracker.tick(now)
             events = await self.emitter.events(observations) if observations else []
@@ -316,13 +324,14 @@ class PbxAdapter:
                 events += self._after_snapshot(item, sum(1 for ev in events if ev.inferred))
             elif isinstance(item, _LinkDown):
                 events.append(self._link_event(e.LinkDisconnected, e.LinkDisconnectedData(reason=item.reason), now))
-            self._publish(events)
+            self._publish(events, force=isinstance(item, _SnapshotIn))
             if not self._recovering and not lead_stop.is_set():
                 for read in self.tracker.take_reads(now):
                     self._start_read(read)
             if now >= next_persist and not self._recovering:
                 self._take_state(persist_queue)
                 next_persist = now + self.config.persist_interval_s
+            self._handling = False
 
     def _take_state(self, queue: asyncio.Queue[tuple[dict[int, bytes], set[int], int, int]]) -> None:
         """Taken between two pipeline steps, so the state matches exactly the events queued so far."""
@@ -372,10 +381,12 @@ class PbxAdapter:
         self.health.set(self.component, True, "leader: websocket up")
         return events
 
-    def _publish(self, events: list[e.EventBase]) -> None:
+    def _publish(self, events: list[e.EventBase], *, force: bool = False) -> None:
+        """Queue events; a re-read's are always taken (their number is bounded by the PBX's live state, and
+        refusing them would only ask for another re-read)."""
         assert self.outbox is not None
         for event in events:
-            if not self.outbox.put(event):
+            if not self.outbox.put(event, force=force):
                 self._start_recovery()
                 return
 

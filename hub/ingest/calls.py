@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,7 +29,9 @@ from schemas.identity import new_call_id
 
 log = get_logger(__name__)
 
-Opened = Literal["new", "known", "reappeared", "resumed"]
+Opened = Literal["new", "known", "recovered", "reappeared", "resumed"]
+"""How a call's record was found: ``recovered`` = its id was saved but not its state (its first events may never
+have been acknowledged: they are emitted again with the same ids, and deduplicated if they were)."""
 
 
 @dataclass
@@ -97,11 +100,13 @@ class CallRegistry:
         state: KeyValue | None,
         *,
         reappear_window_s: float = 3600.0,
+        online: Callable[[], bool] = lambda: True,
     ) -> None:
         self.pbx_id = pbx_id
         self._ids = ids
         self._state = state
         self.reappear_window_s = reappear_window_s
+        self._online = online
         self.active: dict[int, CallRecord] = {}
         self._recent: dict[int, CallRecord] = {}  # ended in this process: reappearance without a KV read
         self._ids_dirty: dict[int, CallRecord] = {}
@@ -145,7 +150,7 @@ class CallRegistry:
             return record, "known"
         previous = self._recent.pop(callid, None) or await self._read_id(callid)
         if previous is not None and (not previous.ended or at - previous.last_seen <= self.reappear_window_s):
-            how: Opened = "resumed" if previous.parked_orbit else ("reappeared" if previous.ended else "known")
+            how: Opened = "resumed" if previous.parked_orbit else ("reappeared" if previous.ended else "recovered")
             previous.ended = False
             previous.last_seen = at
             self.active[callid] = previous
@@ -159,8 +164,8 @@ class CallRegistry:
         return record, "new"
 
     async def _read_id(self, callid: int) -> CallRecord | None:
-        if self._ids is None:
-            return None
+        if self._ids is None or not self._online():
+            return None  # the bus is down: a new id, whose events wait in the outbox with it
         try:
             entry = await self._ids.get(self._key(callid))
         except KeyNotFoundError:

@@ -93,7 +93,7 @@ class Emitter:
 
     async def _call_appeared(self, obs: CallAppeared) -> list[e.EventBase]:
         record, how = await self.registry.open(obs.callid, obs.at)
-        if how == "new":
+        if how in {"new", "recovered"}:
             return [self._event(e.CallCreated, record, None, "created", obs.at, obs.inferred, _created(obs.leg))]
         if how == "resumed":
             orbit = record.parked_orbit or ""

@@ -80,12 +80,12 @@ class Outbox:
         """The position the next event will take: :meth:`acked` of it means everything before is acknowledged."""
         return self._next_position
 
-    def put(self, event: EventBase) -> bool:
+    def put(self, event: EventBase, *, force: bool = False) -> bool:
         """Queue an event; False (and :attr:`overflowed`) when the outbox is full. Once it overflowed, every event
         is refused until :meth:`clear_overflow` (after the resync), so nothing is published after a gap."""
         if self.overflowed:
             return False
-        if len(self._items) >= self.max_items:
+        if len(self._items) >= self.max_items and not force:
             if not self.overflowed:
                 OVERFLOWS.labels(self.pbx_id).inc()
                 log.warning("outbox full: events refused until a resync", pbx=self.pbx_id, held=len(self._items))

@@ -160,7 +160,7 @@ class Tracker:
 
     @property
     def busy(self) -> bool:
-        return bool(self._inflight or self._queue or self._list_queue)
+        return bool(self._inflight or self._queue or self._list_queue or self._snapshots)
 
     # ------------------------------------------------------------------ frames
 

@@ -21,7 +21,7 @@ from hub.pbx.token import TokenProvider
 from hub.simulator import SimConfig, SimHandle, running_simulator
 from schemas.codec import parse_event
 from schemas.events import Event
-from tests.helpers import fresh_bus, wait_until
+from tests.helpers import eventually, fresh_bus, wait_until
 from tests.projection import Outage
 
 PBX = "main"
@@ -66,7 +66,7 @@ class IngestRig:
     pbx: PbxConfig
     outages: list[Outage] = field(default_factory=list)
 
-    async def settled(self, timeout: float = 10.0) -> None:
+    async def settled(self, timeout: float = 10.0, *, check_stream: bool = True) -> None:
         """Nothing left to read or publish, and no call waiting for its end grace."""
         outbox = self.adapter.outbox
 
@@ -74,20 +74,27 @@ class IngestRig:
             return (
                 self.adapter.synced.is_set()
                 and self.adapter.stats.frames >= self.sim.sim.frames_sent
-                and not self.adapter.tracker.busy
+                and self.adapter.idle
                 and self.adapter.tracker.next_deadline() is None
                 and outbox is not None
                 and len(outbox) == 0
-                and len(self.stream.events) >= outbox.published - outbox.duplicates
+                and (not check_stream or len(self.stream.events) >= outbox.published - outbox.duplicates)
             )
 
         await wait_until(idle, timeout=timeout, what="ingest to settle")
 
-    async def wait(self, condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-        async def check() -> bool:
-            return condition()
+    async def caught_up(self, timeout: float = 10.0) -> None:
+        """Every frame the simulator sent is read and turned into events (published or still in the outbox)."""
 
-        await wait_until(check, timeout=timeout, what=what)
+        def done() -> bool:
+            tracker = self.adapter.tracker
+            return (self.adapter.stats.frames >= self.sim.sim.frames_sent and self.adapter.idle
+                    and tracker.next_deadline() is None)  # fmt: skip
+
+        await eventually(done, timeout=timeout, what="ingest to read every frame")
+
+    async def wait(self, condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        await eventually(condition, timeout=timeout, what=what)
 
     async def drop_link(self) -> int:
         """Drop the websocket; returns the journal index where the outage starts."""
@@ -103,6 +110,30 @@ class IngestRig:
         raise AssertionError("no re-read after the outage")
 
 
+async def stream_events(nc: Client) -> list[Event]:
+    """Every event stored in ML_EVENTS, read with a fresh consumer (survives nothing: call it at the end)."""
+    js = nc.jetstream()
+    total = (await js.stream_info("ML_EVENTS")).state.messages
+    psub = await js.pull_subscribe("ml.evt.>", stream="ML_EVENTS")
+    out: list[Event] = []
+    try:
+        while len(out) < total:
+            for msg in await psub.fetch(min(500, total - len(out)), timeout=5):
+                out.append(parse_event(msg.data))
+                await msg.ack()
+    finally:
+        await psub.unsubscribe()
+    return out
+
+
+def adapter_for(nc: Client, sim: SimHandle, http: httpx.AsyncClient, config: IngestConfig | None) -> PbxAdapter:
+    pbx = PbxConfig(id=PBX, base_url=sim.base_url, client_id=sim.config.client_id,
+                    client_secret=sim.config.client_secret)  # fmt: skip
+    tokens = TokenProvider(http, pbx.client_id, pbx.secret())
+    return PbxAdapter(nc, pbx, CallControlClient(http, tokens), tokens,
+                      config=config or IngestConfig(call_end_grace_s=0.2))  # fmt: skip
+
+
 @contextlib.asynccontextmanager
 async def ingest_rig(
     nats_url: str, sim_config: SimConfig | None = None, config: IngestConfig | None = None
@@ -114,17 +145,13 @@ async def ingest_rig(
         httpx.AsyncClient(base_url=sim.base_url) as http,
         collecting(nc) as stream,
     ):
-        pbx = PbxConfig(id=PBX, base_url=sim.base_url, client_id=sim.config.client_id,
-                        client_secret=sim.config.client_secret)  # fmt: skip
-        tokens = TokenProvider(http, pbx.client_id, pbx.secret())
-        adapter = PbxAdapter(nc, pbx, CallControlClient(http, tokens), tokens,
-                             config=config or IngestConfig(call_end_grace_s=0.2))  # fmt: skip
+        adapter = adapter_for(nc, sim, http, config)
         stopping = asyncio.Event()
         task = asyncio.create_task(adapter.run(stopping))
         try:
             with anyio.fail_after(10):
                 await adapter.synced.wait()
-            yield IngestRig(sim=sim, nc=nc, adapter=adapter, stream=stream, pbx=pbx)
+            yield IngestRig(sim=sim, nc=nc, adapter=adapter, stream=stream, pbx=adapter.pbx)
         finally:
             stopping.set()
             with anyio.fail_after(15):

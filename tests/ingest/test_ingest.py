@@ -131,13 +131,13 @@ async def test_a_golden_scenario_gives_exactly_the_expected_events(
 
 
 async def test_repeated_upserts_cost_at_most_one_read_each_and_emit_nothing(nats_server: str) -> None:
-    async with ingest_rig(nats_server, SimConfig(repeat_upserts_s=0.02)) as rig:
+    async with ingest_rig(nats_server, SimConfig(repeat_upserts_s=0.1)) as rig:
         call = rig.sim.engine.place_call("+15550100", "101")
         await rig.settled()
         before = len(rig.stream.events)
         stats = rig.adapter.tracker.stats
         upserts = stats.upserts
-        await rig.wait(lambda: stats.upserts >= upserts + 20, "20 repeated upserts")
+        await rig.wait(lambda: stats.upserts >= upserts + 10, "10 repeated upserts")
         await rig.settled()
         assert len(rig.stream.events) == before  # an unchanged state emits nothing
         assert stats.reads + stats.list_reads <= stats.upserts
@@ -194,3 +194,27 @@ async def test_a_revoked_token_is_fetched_again_and_nothing_is_missed(nats_serve
         ]  # fmt: skip
         [ended] = rig.stream.of("call.ended")
         assert isinstance(ended, e.CallEnded) and ended.data.cause == "no_answer" and ended.data.answered is False
+
+
+GARBAGE = [
+    "not json",
+    '{"sequence": 1, "event": null}',
+    "[]",
+    '{"sequence": 1}',
+    '{"event": {"event_type": 0, "entity": 42}}',
+    '{"event": {"event_type": 2, "entity": "/callcontrol/800/participants/1", "attached_data": {"dtmf_input": "x"}}}',
+    '{"event": {"event_type": "zero", "entity": "/callcontrol/101/participants/1"}}',
+]
+
+
+async def test_malformed_frames_are_counted_and_the_link_goes_on(nats_server: str) -> None:
+    async with ingest_rig(nats_server) as rig:
+        [connection] = list(rig.sim.sim._connections)
+        for frame in GARBAGE:  # straight onto the wire, as a broken PBX would send them
+            connection.queue.put_nowait(frame)
+            rig.sim.sim.frames_sent += 1
+        call = rig.sim.engine.place_call("+15550100", "101")
+        await rig.settled()
+        assert rig.adapter.stats.malformed == len(GARBAGE)
+        assert rig.stream.types(call.callid) == ["call.created", "call.ringing"]
+        assert rig.adapter.socket is not None and rig.adapter.socket.connects == 1  # never dropped the link
