@@ -37,10 +37,13 @@ def frames_of(pcm: bytes) -> list[bytes]:
 
 @dataclass
 class Utterance:
-    """A scripted caller utterance; ``speech_end`` is when its last voiced frame went down the line (clock())."""
+    """A scripted caller utterance; ``speech_start``/``speech_end``: when its first/last voiced frame went down the
+    line (clock()): the ground truth for latency and barge-in figures."""
 
     frames: list[bytes]
+    first_voiced: int
     last_voiced: int
+    speech_start: float | None = None
     speech_end: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -66,7 +69,7 @@ class LoopbackAudio:
         """Queue caller audio (s16le 8 kHz); with ``trailing_silence_ms`` silence frames follow it."""
         frames = frames_of(pcm) + [b"\x00" * FRAME_BYTES] * (trailing_silence_ms // FRAME_MS)
         voiced = [i for i, f in enumerate(frames) if frame_is_voiced(f)]
-        utterance = Utterance(frames, voiced[-1] if voiced else -1)
+        utterance = Utterance(frames, voiced[0] if voiced else -1, voiced[-1] if voiced else -1)
         self._script.put_nowait(utterance)
         return utterance
 
@@ -80,6 +83,8 @@ class LoopbackAudio:
             return
         while (utterance := await self._script.get()) is not None:
             for i, frame in enumerate(utterance.frames):
+                if i == utterance.first_voiced:
+                    utterance.speech_start = self._clock()
                 if i == utterance.last_voiced:
                     utterance.speech_end = self._clock()
                 self.caller_sent += 1
@@ -102,6 +107,8 @@ class LoopbackAudio:
             frame = silence
             if current is not None:
                 frame = current.frames[index]
+                if index == current.first_voiced:
+                    current.speech_start = self._clock()
                 if index == current.last_voiced:
                     current.speech_end = self._clock()
                 index += 1
@@ -157,25 +164,28 @@ class LoopbackAudio:
 class MemoryCallControl:
     """Records the commands a session sends; answers with ``result`` (ok unless told otherwise)."""
 
-    def __init__(self, result: ControlResult | None = None) -> None:
+    def __init__(self, result: ControlResult | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.result = result or ControlResult(ok=True)
         self.calls: list[tuple[str, dict[str, str | None]]] = []
+        self.times: list[float] = []
+        self._clock = clock
+
+    def _record(self, name: str, args: dict[str, str | None]) -> ControlResult:
+        self.calls.append((name, args))
+        self.times.append(self._clock())
+        return self.result
 
     async def transfer(self, to: str, summary: str | None) -> ControlResult:
-        self.calls.append(("transfer", {"to": to, "summary": summary}))
-        return self.result
+        return self._record("transfer", {"to": to, "summary": summary})
 
     async def park(self) -> ControlResult:
-        self.calls.append(("park", {}))
-        return self.result
+        return self._record("park", {})
 
     async def drop(self) -> ControlResult:
-        self.calls.append(("drop", {}))
-        return self.result
+        return self._record("drop", {})
 
     async def send_message(self, to: str, text: str) -> ControlResult:
-        self.calls.append(("send_message", {"to": to, "text": text}))
-        return self.result
+        return self._record("send_message", {"to": to, "text": text})
 
 
 class MemoryEvents:

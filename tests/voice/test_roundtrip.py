@@ -3,53 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
-import anyio
 import pytest
 
-from agents.basma.brain import Turn
-from agents.basma.loopback import LoopbackAudio, MemoryCallControl, MemoryEvents
-from agents.basma.policy import Policy, PolicyBrain
+from agents.basma.loopback import LoopbackAudio
+from agents.basma.policy import Policy
 from agents.basma.ports import CallInfo
-from agents.basma.session import VoiceSession
 from agents.basma.stt import WhisperStt
 from agents.basma.text import wer
 from agents.basma.tts import PiperTts
 from tests.voice.conftest import caller_speech
+from tests.voice.support import agent_turns, session_for, until
 
 pytestmark = pytest.mark.anyio
-
-
-def session_for(
-    call: CallInfo, audio: LoopbackAudio, whisper: WhisperStt, piper: PiperTts, policy: Policy
-) -> tuple[VoiceSession, MemoryCallControl, MemoryEvents]:
-    control, events = MemoryCallControl(), MemoryEvents()
-    session = VoiceSession(
-        call,
-        audio,
-        stt=whisper,
-        tts=piper,
-        brain=PolicyBrain(policy),
-        control=control,
-        destinations=policy.destinations(),
-        events=events,
-    )
-    return session, control, events
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():  # noqa: ASYNC110 - the session runs in this loop; poll its state between steps
-            await asyncio.sleep(0.02)
-
-
-def agent_turns(turns: list[Turn]) -> list[Turn]:
-    return [t for t in turns if t.role == "agent"]
-
-
-async def run_in_background(session: VoiceSession) -> Awaitable[object]:
-    return asyncio.create_task(session.run())
 
 
 async def test_caller_is_understood_and_the_reply_reaching_the_far_end_is_intelligible(
