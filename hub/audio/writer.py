@@ -70,6 +70,10 @@ class PacedWriter:
         self._wake.set()
 
     @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
     def queued_ms(self) -> float:
         return (sum(len(f) for f in self._frames) + len(self._partial)) / BYTES_PER_MS
 
