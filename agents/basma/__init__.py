@@ -6,7 +6,7 @@ barge-in, DTMF, and voice.turn / voice.transcript events. Everything outside the
 (:mod:`agents.basma.ports`) with a live and an in-memory implementation.
 """
 
-from agents.basma.brain import Brain, CallerPressed, CallerSaid, CallStarted, Destination, ToolResult, Toolbox, Turn
+from agents.basma.brain import Brain, CallerPressed, CallerSaid, CallStarted, Destination, Toolbox, ToolResult, Turn
 from agents.basma.errors import (
     AudioStreamError,
     MissingExtra,

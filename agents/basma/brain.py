@@ -7,7 +7,7 @@ session owns and waits until everything said so far has been played before a tra
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -69,5 +69,5 @@ class Toolbox(Protocol):
 
 
 class Brain(Protocol):
-    def respond(self, dialogue: Sequence[Turn], heard: Heard, tools: Toolbox) -> AsyncIterator[str]:
+    def respond(self, dialogue: Sequence[Turn], heard: Heard, tools: Toolbox) -> AsyncGenerator[str, None]:
         """The reply's text as it is produced (any split: the session cuts it at sentence boundaries)."""

@@ -110,7 +110,8 @@ def build_stack(config: VoiceConfig, http: httpx.AsyncClient) -> VoiceStack:
     elif config.tts == "elevenlabs":
         from agents.basma.providers.elevenlabs import ElevenLabsTts
 
-        assert config.elevenlabs_api_key is not None and config.elevenlabs_voice_id is not None
+        assert config.elevenlabs_api_key is not None
+        assert config.elevenlabs_voice_id is not None
         tts = ElevenLabsTts(
             http, config.elevenlabs_api_key, voice_id=config.elevenlabs_voice_id, model_id=config.elevenlabs_model,
             base_url=config.elevenlabs_base_url,

@@ -64,7 +64,7 @@ def redact(text: str, *secrets: str | None) -> str:
         text = text.replace(secret, "[redacted]")
         for size in (16, 8):
             if len(secret) > size:
-                for i in range(0, len(secret) - size + 1):
+                for i in range(len(secret) - size + 1):
                     piece = secret[i : i + size]
                     if piece in text:
                         text = text.replace(piece, "[redacted]")

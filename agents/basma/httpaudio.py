@@ -107,7 +107,9 @@ class HttpStreamAudio:
                 self.get_attempts += 1
                 try:
                     headers = await self._headers(token)
-                    async with self._http.stream("GET", self.path, headers=headers, timeout=_STREAM_TIMEOUT) as response:
+                    async with self._http.stream(
+                        "GET", self.path, headers=headers, timeout=_STREAM_TIMEOUT
+                    ) as response:
                         status = response.status_code
                         if status == 200:
                             self.connected.set()
@@ -127,7 +129,9 @@ class HttpStreamAudio:
                     token, refreshed = await self._tokens.refresh(token), True
                     continue
                 if status not in (*NOT_YET, 0):
-                    raise AudioStreamError(f"the PBX refused the caller stream {self.path}: HTTP {status}", status=status)
+                    raise AudioStreamError(
+                        f"the PBX refused the caller stream {self.path}: HTTP {status}", status=status
+                    )
                 if self._clock() + delay > deadline:
                     raise AudioStreamError(
                         f"the leg did not connect within {self._connect_timeout_s:g} s ({self.path} kept answering "

@@ -14,7 +14,6 @@ from agents.basma.ports import CallInfo, ControlResult
 from schemas import commands as c
 from schemas.common import utcnow
 
-
 CommandT = TypeVar("CommandT", bound=c.CommandBase)
 
 

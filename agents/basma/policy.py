@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,9 @@ class Policy:
     def destinations(self) -> dict[str, Destination]:
         """The humans a call can be transferred to, by name (also the LLM's transfer targets)."""
         out = {
-            r.name: Destination(r.name, r.value, r.description, r.keywords) for r in self.routes if r.action == "transfer"
+            r.name: Destination(r.name, r.value, r.description, r.keywords)
+            for r in self.routes
+            if r.action == "transfer"
         }
         if self.fallback is not None and self.fallback.action == "transfer":
             out.setdefault(self.fallback.name, Destination(self.fallback.name, self.fallback.value, "the fallback"))
@@ -136,7 +138,7 @@ def _word_list(value: Any, path: _Path, pos: _Positions, what: str) -> tuple[str
 def _route(raw: Any, path: _Path, pos: _Positions, *, fallback: bool = False) -> Route:
     allowed = {"name", "keywords", "dtmf", "say", "then", "description", *ACTIONS}
     if not isinstance(raw, dict):
-        raise _error(pos, path, "a destination is a mapping with name, keywords and one action (transfer: \"201\")")
+        raise _error(pos, path, 'a destination is a mapping with name, keywords and one action (transfer: "201")')
     for key in raw:
         if key not in allowed:
             raise _error(pos, (*path, key), f"unknown key {key!r}; a destination has {', '.join(sorted(allowed))}")
@@ -146,12 +148,16 @@ def _route(raw: Any, path: _Path, pos: _Positions, *, fallback: bool = False) ->
     chosen = [a for a in ACTIONS if a in raw]
     if len(chosen) != 1:
         found = ", ".join(chosen) or "none"
-        raise _error(pos, path, f"destination {name!r} needs exactly one action of {', '.join(ACTIONS)} (found {found})")
+        raise _error(
+            pos, path, f"destination {name!r} needs exactly one action of {', '.join(ACTIONS)} (found {found})"
+        )
     action = chosen[0]
     value = raw[action]
     if action == "transfer":
         if not isinstance(value, str | int) or isinstance(value, bool) or not NUMBER.match(str(value)):
-            raise _error(pos, (*path, action), f'transfer needs a number or extension in quotes like "201", not {value!r}')
+            raise _error(
+                pos, (*path, action), f'transfer needs a number or extension in quotes like "201", not {value!r}'
+            )
     elif action == "send_message":
         if not isinstance(value, str) or not value.strip():
             raise _error(pos, (*path, action), "send_message needs the text to send")
@@ -266,7 +272,7 @@ class PolicyBrain:
     def _prompt(self, key: str, route: Route | None = None) -> str:
         return self.policy.prompts[key].format(destination=route.name if route else "")
 
-    async def respond(self, dialogue: Sequence[Turn], heard: Heard, tools: Toolbox) -> AsyncIterator[str]:
+    async def respond(self, dialogue: Sequence[Turn], heard: Heard, tools: Toolbox) -> AsyncGenerator[str, None]:
         if isinstance(heard, CallStarted):
             yield self.policy.greeting
             return

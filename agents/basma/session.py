@@ -260,10 +260,8 @@ class VoiceSession:
         if reply.finished:
             return
         reply.finished = True
-        if heard_ms is None:
-            text = " ".join(s.text for s in reply.spoken)
-        else:
-            text = heard_part(reply.spoken, heard_ms)
+        full = heard_ms is None
+        text = " ".join(s.text for s in reply.spoken) if full else heard_part(reply.spoken, heard_ms or 0.0)
         if not text:
             return
         latency = None
@@ -328,7 +326,7 @@ class _Tools:
         self._session = session
         self._reply = reply
         self._writer = writer
-        self.destinations = session.destinations
+        self.destinations: Mapping[str, Destination] = session.destinations
 
     async def _commit(self) -> None:
         self._reply.committed = True

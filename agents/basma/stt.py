@@ -72,7 +72,9 @@ class BufferedStream:
 class WhisperConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_dir: Path | None = Field(default=None, description="a CTranslate2 model directory; default: the packaged tiny.en")
+    model_dir: Path | None = Field(
+        default=None, description="a CTranslate2 model directory; default: the packaged tiny.en"
+    )
     compute_type: str = "int8"
     cpu_threads: int = Field(default=2, ge=1)
     beam_size: int = Field(default=5, ge=1, description="beam 5: greedy decoding loops on phone audio")

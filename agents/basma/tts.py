@@ -19,7 +19,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from agents.basma.errors import MissingExtra, VoiceError
-from agents.basma.stt import resample
 from hub.audio.format import SAMPLE_RATE
 
 NO_TTS = (
@@ -151,7 +150,7 @@ class EspeakTts:
 
 
 def offline_tts(prefer: str = "auto") -> TextToSpeech:
-    """``piper`` or ``espeak`` (or ``auto``: piper when installed, else espeak-ng), with a clear error when neither is."""
+    """``piper``, ``espeak`` or ``auto`` (piper when installed, else espeak-ng); a clear error when neither is."""
     if prefer in ("auto", "piper"):
         try:
             return PiperTts()

@@ -8,7 +8,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # any attempt to reach a model hub fails at 
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 import functools
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -63,10 +62,10 @@ def whisper() -> WhisperStt:
 
 
 @pytest.fixture(scope="session")
-def piper() -> Iterator[PiperTts]:
+def piper() -> PiperTts:
     tts = PiperTts()
     tts.load()
-    yield tts
+    return tts
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ async def serving(app: ASGIApp) -> AsyncIterator[str]:
     """Serve ``app``; yields its base URL."""
     server = _QuietServer(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn has no started event
+    while not server.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.002)

@@ -129,13 +129,18 @@ def dialogue(*texts: tuple[str, str]) -> list[Turn]:
     return [Turn(role, text, now, now) for role, text in texts]  # type: ignore[arg-type]
 
 
+async def collect_stream(brain: AnthropicBrain, tools: Tools) -> None:
+    async for _ in brain._stream([{"role": "user", "content": "x"}], tools):
+        pass
+
+
 async def reply(brain: AnthropicBrain, turns: list[Turn], tools: Tools) -> list[str]:
     return [d async for d in brain.respond(turns, CallerSaid(turns[-1].text), tools)]
 
 
 async def test_anthropic_streams_text_and_transfers_through_a_tool_call() -> None:
-    fake = AnthropicFake([anthropic_tool("Sure, let me get billing.", "toolu_01", "transfer_to_human",
-                                         {"destination": "billing", "summary": "Invoice query from Ann."})])  # fmt: skip
+    args = {"destination": "billing", "summary": "Invoice query from Ann."}
+    fake = AnthropicFake([anthropic_tool("Sure, let me get billing.", "toolu_01", "transfer_to_human", args)])
     tools = Tools()
     async with serving(fake.app()) as url, httpx.AsyncClient() as http:
         brain = AnthropicBrain(http, SECRET, greeting="Hi!", fallback="reception", base_url=f"{url}/v1")
@@ -184,10 +189,9 @@ async def test_anthropic_failures_hand_the_caller_to_a_person() -> None:
         brain = AnthropicBrain(http, SECRET, greeting="Hi!", fallback="reception", base_url=f"{url}/v1")
         first = await reply(brain, dialogue(("caller", "Hello?")), tools)
         second = await reply(brain, dialogue(("caller", "Hello?")), tools)
+        bad = AnthropicBrain(http, SecretStr("wrong-key-123456789"), greeting="Hi!", base_url=f"{url}/v1")
         with pytest.raises(ProviderError) as denied:
-            bad = AnthropicBrain(http, SecretStr("wrong-key-123456789"), greeting="Hi!", base_url=f"{url}/v1")
-            async for _ in bad._stream([{"role": "user", "content": "x"}], tools):
-                pass
+            await collect_stream(bad, tools)
     assert first[0] == "Let me" and "trouble" in "".join(first)
     assert "trouble" in "".join(second)
     assert [c[0] for c in tools.calls] == ["transfer", "transfer"]
@@ -205,7 +209,7 @@ async def test_deepgram_streams_audio_and_flushes_each_utterance() -> None:
             first = await stream.end().text()
             stream.feed(b"\x00\x00" * 4000)
             second = await stream.end().text()
-            while fake.keepalives == 0:  # noqa: ASYNC110 - the keep-alive is sent on the client's own timer
+            while fake.keepalives == 0:
                 await __import__("asyncio").sleep(0.02)
     assert first == "first part of 1000 ms and the rest."
     assert second == "first part of 500 ms and the rest."

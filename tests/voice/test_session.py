@@ -10,8 +10,8 @@ from agents.basma.loopback import LoopbackAudio, MemoryCallControl, frame_is_voi
 from agents.basma.policy import Policy, parse_policy
 from agents.basma.ports import CallInfo, ControlResult
 from agents.basma.stt import WhisperStt
-from agents.basma.tts import PiperTts
 from agents.basma.text import words
+from agents.basma.tts import PiperTts
 from schemas.events import VoiceTranscript, VoiceTurn
 from tests.voice.conftest import POLICY, caller_speech
 from tests.voice.support import agent_turns, session_for, until

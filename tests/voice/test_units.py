@@ -19,7 +19,6 @@ from agents.basma.tts import EspeakTts, offline_tts, wav_pcm
 from agents.basma.vad import Endpointer, Kind, VadConfig
 from tests.voice.conftest import POLICY, caller_speech
 
-
 BAD = [
     ('    transfer: "101"', '    transfer: "10 1"', 6, "transfer needs a number"),
     ('    dtmf: "2"', '    dtmf: "1"', 9, "key 1 already goes to 'billing'"),

@@ -14,7 +14,9 @@ def _message(body: Any) -> tuple[str | None, str]:
     """(kind, message) from the error bodies the providers document."""
     if isinstance(body, dict):
         error = body.get("error")
-        if isinstance(error, dict):  # Anthropic {"type":"error","error":{type,message}}; OpenAI {"error":{message,type,code}}
+        if isinstance(
+            error, dict
+        ):  # Anthropic {"type":"error","error":{type,message}}; OpenAI {"error":{message,type,code}}
             kind = error.get("type") or error.get("code")
             return (str(kind) if kind else None), str(error.get("message", ""))
         detail = body.get("detail")  # ElevenLabs: a string, {status, message} or a validation list

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
-from agents.basma.brain import CallerPressed, CallerSaid, CallStarted, Heard, ToolResult, Toolbox, Turn
+from agents.basma.brain import CallerPressed, CallerSaid, CallStarted, Heard, Toolbox, ToolResult, Turn
 from agents.basma.errors import ProviderError, redact
 from agents.basma.providers._http import raise_for_status, transport_error
 
@@ -135,7 +135,7 @@ class AnthropicBrain:
         lines = [f"- {d.name}: {d.description or 'a person'}" for d in tools.destinations.values()]
         return SYSTEM.format(company=self.company, destinations="\n".join(lines) or "- none")
 
-    async def respond(self, dialogue: Sequence[Turn], heard: Heard, tools: Toolbox) -> AsyncIterator[str]:
+    async def respond(self, dialogue: Sequence[Turn], heard: Heard, tools: Toolbox) -> AsyncGenerator[str, None]:
         if isinstance(heard, CallStarted):
             yield self.greeting
             return

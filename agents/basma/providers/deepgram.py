@@ -7,11 +7,13 @@ listen-streaming, and the generated types of deepgram-python-sdk ``listen/v1``: 
 - ``wss://api.deepgram.com/v1/listen?model=nova-3&encoding=linear16&sample_rate=8000&channels=1&...`` with
   ``Authorization: Token KEY``; audio as binary frames (s16le, as the 3CX stream carries it).
 - Text frames ``{"type": "KeepAlive"}`` during silence (the server closes an idle stream after about 10 s),
-  ``{"type": "Finalize"}`` to flush (the flushed result carries ``from_finalize: true``) and ``{"type": "CloseStream"}``.
+  ``{"type": "Finalize"}`` to flush (the flushed result carries ``from_finalize: true``) and
+  ``{"type": "CloseStream"}``.
 - Server messages: ``Results`` (``is_final``, ``speech_final``, ``channel.alternatives[0].transcript``), ``Metadata``,
   ``UtteranceEnd``, ``SpeechStarted``, ``Error`` (``variant``, ``description``).
 Basma's own VAD ends utterances; at each end the stream sends ``Finalize`` and the utterance's text is every final
-transcript up to the flushed one (or up to ``finalize_timeout_s``: a Finalize with little audio may not be marked).
+transcript up to the flushed one (or up to ``finalize_timeout_s``: a Finalize with little audio may not be
+marked).
 """
 
 from __future__ import annotations
