@@ -1,6 +1,8 @@
-"""The simulator's HTTP and websocket surface: /connect/token and the Call Control API, as 3CX V20 answers them.
+"""The simulator's HTTP and websocket surface: /connect/token, the Call Control API (REST, websocket, participant
+audio streams) and the XAPI subset, as 3CX V20 answers them.
 
 Only the documented endpoints exist; anything else (``/hold``, ``/record/start``...) is a 404, as on a real PBX.
+Call Control and XAPI can each be switched off (403), as on an unlicensed PBX or an integration without that box.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hub.simulator.auth import TokenIssuer
+from hub.simulator.clock import SimClock
+from hub.simulator.directory import Directory
 from hub.simulator.engine import CallEngine, ChangeKind, Leg, SimError
+from hub.simulator.media import Media
+from hub.simulator.sound import Synthesizer, tone_synthesizer
+from hub.simulator.streams import StreamRoutes
+from hub.simulator.xapi import XapiRoutes
 
 EVENT_TYPE = {"upsert": 0, "remove": 1, "dtmf": 2}
 ACTIONS = {"drop", "answer", "divert", "routeto", "transferto", "attach_participant_data"}
@@ -32,16 +40,22 @@ def _error(status: int, reason: str) -> JSONResponse:
 
 
 class Simulator:
-    """Ties the engine to HTTP: auth, routes, websocket fan-out, repeated upserts."""
+    """Ties the engine to HTTP: auth, routes, websocket fan-out, repeated upserts, media, the XAPI directory."""
 
-    def __init__(self, engine: CallEngine) -> None:
+    def __init__(self, engine: CallEngine, *, synthesizer: Synthesizer = tone_synthesizer) -> None:
         self.engine = engine
         self.config = engine.config
+        self.clock = engine.clock if isinstance(engine.clock, SimClock) else SimClock()
         self.tokens = TokenIssuer(self.config, engine.clock)
         self._connections: set[_Connection] = set()
         self._global_seq = itertools.count(1)
         self._random = random.Random(self.config.seed)
         engine.subscribe(self._on_change)
+        self.media = Media(engine)
+        self.directory = Directory(engine)
+        self.synthesizer = synthesizer
+        self.streams = StreamRoutes(self)
+        self.xapi = XapiRoutes(self, self.directory)
         self.app = Starlette(
             routes=[
                 Route("/connect/token", self.token, methods=["POST"]),
@@ -53,8 +67,11 @@ class Simulator:
                 Route("/callcontrol/{dn}/makecall", self.makecall, methods=["POST"]),
                 Route("/callcontrol/{dn}/participants", self.get_participants, methods=["GET"]),
                 Route("/callcontrol/{dn}/participants/{pid:int}", self.get_participant, methods=["GET"]),
+                Route("/callcontrol/{dn}/participants/{pid:int}/stream", self.streams.get, methods=["GET"]),
+                Route("/callcontrol/{dn}/participants/{pid:int}/stream", self.streams.post, methods=["POST"]),
                 Route("/callcontrol/{dn}/participants/{pid:int}/{action}", self.action, methods=["POST"]),
                 WebSocketRoute("/callcontrol/ws", self.websocket),
+                Route("/xapi/v1/{rest:path}", self.xapi.handle, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
             ]
         )
 
@@ -70,6 +87,8 @@ class Simulator:
     def _authorized(self, request: Request) -> JSONResponse | None:
         if not self.tokens.valid(request.headers.get("authorization")):
             return _error(401, "Unauthorized")
+        if not self.config.call_control_enabled:
+            return _error(403, "3CX Call Control API access is not enabled for this client")
         return None
 
     def _scope(self, dn: str) -> JSONResponse | None:
@@ -231,6 +250,10 @@ class Simulator:
         if not self.tokens.valid(websocket.headers.get("authorization")):
             await websocket.send_denial_response(JSONResponse({"reasontext": "Unauthorized"}, status_code=401))
             return
+        if not self.config.call_control_enabled:
+            denied = JSONResponse({"reasontext": "3CX Call Control API access is not enabled"}, status_code=403)
+            await websocket.send_denial_response(denied)
+            return
         await websocket.accept()
         connection = _Connection(websocket, self)
         self._connections.add(connection)
@@ -262,7 +285,7 @@ class Simulator:
         if interval is None:
             return
         while True:
-            await asyncio.sleep(interval)
+            await self.clock.sleep(interval)
             self.repeat_upserts()
 
     async def drop_websockets(self) -> int:

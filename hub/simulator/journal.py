@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Kind = Literal["state", "request", "ws"]
+# state: the call engine; request: every HTTP request and its status; ws: websocket connections; media: utterances,
+# streams, reply audio, underruns; presence and chat: directory changes; fault: every injected fault; scenario: steps
+Kind = Literal["state", "request", "ws", "media", "presence", "chat", "fault", "scenario"]
 
 
 @dataclass(frozen=True, slots=True)
