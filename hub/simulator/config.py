@@ -15,6 +15,7 @@
 | ``post_audio_needs_chunked`` | ``True`` | a POSTed stream that is not chunked is accepted and silently discarded |
 | ``playout_max_ahead_ms`` | ``None`` | audio arriving further ahead than this is dropped (None: any lead is fine) |
 | ``revoked_token_ends_streams`` | ``False`` | a token revoked (new grant or fault) ends the streams opened with it |
+| ``revoked_token_closes_websocket`` | ``False`` | a token revoked closes the websocket opened with it (unknown) |
 | ``profile_names`` | Available, Away, Out of office, Custom 1, Custom 2 | each user's forwarding profile names |
 | ``strict_profile_names`` | ``True`` | PATCH CurrentProfileName must name one of them (else 400) |
 | ``xapi_role`` | ``"system_owner"`` | ``system_admin`` gets 403 on CallHistoryView (observed) |
@@ -87,6 +88,7 @@ class SimConfig(BaseModel):
     post_audio_needs_chunked: bool = True
     playout_max_ahead_ms: float | None = Field(default=None, gt=0)
     revoked_token_ends_streams: bool = False
+    revoked_token_closes_websocket: bool = False
     silence_threshold: int = Field(default=64, ge=0, le=32767)
     utterance_gap_ms: float = Field(default=1000.0, gt=0)
     underrun_ms: float = Field(default=40.0, ge=0)

@@ -27,6 +27,10 @@ class JournalEntry:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+# detail keys holding wall-clock times (or amounts that depend on them): left out of ``replay_view``
+WALL_CLOCK_KEYS = frozenset({"start", "end", "received_at", "played_at", "time_sent", "buffered_ms", "offset"})
+
+
 class Journal:
     def __init__(self) -> None:
         self.entries: list[JournalEntry] = []
@@ -46,3 +50,11 @@ class Journal:
             for e in self.of("state")
             if e.participant_id is not None and e.old_status != e.new_status and (callid is None or e.callid == callid)
         ]
+
+    def replay_view(self) -> list[tuple[Any, ...]]:
+        """The journal without wall-clock fields: two runs of one scenario give equal views."""
+        return [
+            (e.index, e.kind, e.callid, e.dn, e.participant_id, e.legid, e.old_status, e.new_status,
+             {k: v for k, v in e.detail.items() if k not in WALL_CLOCK_KEYS})
+            for e in self.entries
+        ]  # fmt: skip

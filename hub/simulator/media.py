@@ -42,11 +42,12 @@ class Utterance:
     callid: int
     start: float
     end: float
+    samples: int
     label: str = ""
 
     @property
     def ms(self) -> float:
-        return (self.end - self.start) * 1000
+        return self.samples / (SAMPLE_RATE // 1000)
 
 
 @dataclass
@@ -263,7 +264,7 @@ class Media:
             raise SimError(422, f"participant {participant_id} is {state}: only a Connected leg carries speech")
         media = self.live(participant_id)
         start, end, first = media.inbound.schedule(pcm, self.engine.clock())
-        utterance = Utterance(next(self._utterance_ids), participant_id, leg.callid, start, end, label)
+        utterance = Utterance(next(self._utterance_ids), participant_id, leg.callid, start, end, len(pcm) // 2, label)
         media.inbound.add(_Scheduled(utterance, first, pcm))
         media.utterances.append(utterance)
         self.record(leg, "utterance", utterance=utterance.id, start=start, end=end, ms=utterance.ms, label=label)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,12 @@ from hub.simulator.clock import SimClock
 from hub.simulator.config import SimConfig
 from hub.simulator.directory import Directory, User
 from hub.simulator.engine import CallEngine, Leg, SimError
+from hub.simulator.faults import Faults
 from hub.simulator.journal import Journal
 from hub.simulator.media import Media, Playout, Utterance
-from hub.simulator.sound import Synthesizer, read_wav
+from hub.simulator.runner import ScenarioRun, run_scenario
+from hub.simulator.scenario import Scenario, load_scenario
+from hub.simulator.sound import Synthesizer
 
 
 @dataclass
@@ -67,6 +69,13 @@ class SimHandle:
     def directory(self) -> Directory:
         return self.sim.directory
 
+    @property
+    def faults(self) -> Faults:
+        """Inject faults: ``drop_websockets()``, ``refuse_websockets(status=, seconds=|count=)``,
+        ``rest_errors(status=, count=|seconds=, retry_after=, paths=)``, ``latency(delay_s=, ...)``,
+        ``revoke_tokens()``, ``duplicate_events(count=)``, ``reorder_events(count=, window=)``, ``clear()``."""
+        return self.sim.faults
+
     # ------------------------------------------------------------------ conveniences for tests
 
     def route_point_leg(self, callid: int) -> Leg:
@@ -82,18 +91,13 @@ class SimHandle:
     ) -> Utterance:  # fmt: skip
         """The remote party of a Connected leg speaks: ``text`` through the synthesizer, raw s16le 8 kHz ``pcm``,
         or a ``wav`` file. Returns the utterance with its ground-truth start and end (also in the journal)."""
-        if sum(x is not None for x in (text, pcm, wav)) != 1:
-            raise ValueError("say() takes exactly one of text, pcm or wav")
-        if text is not None:
-            produced = self.sim.synthesizer(text)
-            audio = await produced if inspect.isawaitable(produced) else produced
-            label = label or text
-        elif wav is not None:
-            audio = read_wav(wav)
-            label = label or wav.name
-        else:
-            audio = pcm or b""
-        return self.media.say(participant_id, bytes(audio), label=label)
+        return await self.sim.say(participant_id, text, pcm=pcm, wav=wav, label=label)
+
+    async def run_scenario(self, scenario: Scenario | Path) -> ScenarioRun:
+        """Run a scenario (or a scenario file, validated first) on this simulator, on its clock."""
+        if isinstance(scenario, Path):
+            scenario = load_scenario(scenario)
+        return await run_scenario(self.sim, scenario)
 
     def playout(self, participant_id: int) -> Playout:
         """What the application played to the leg's remote party (POST /stream): pcm, replies, underruns."""
@@ -132,7 +136,7 @@ async def running_simulator(
     engine = CallEngine(config, clock=clock or SimClock(config.clock_speed))
     sim = Simulator(engine) if synthesizer is None else Simulator(engine, synthesizer=synthesizer)
     server = _QuietServer(
-        uvicorn.Config(sim.app, host=host, port=port, log_level="warning", lifespan="off", ws="websockets-sansio")
+        uvicorn.Config(sim.asgi, host=host, port=port, log_level="warning", lifespan="off", ws="websockets-sansio")
     )
     serving = asyncio.create_task(server.serve())
     repeater = asyncio.create_task(sim.repeater())
