@@ -106,4 +106,6 @@ class StreamRoutes:
             self.open_streams -= 1
             self.sim.media.record(leg, "stream_closed", direction="post", stream=stream, reason=reason,
                                     bytes=received)  # fmt: skip
-        return self.sim._respond(request, Response(status_code=200))
+        # the leg went away mid-body: answer and close the connection, so the sender stops writing
+        headers = {"Connection": "close"} if reason != "body_ended" else None
+        return self.sim._respond(request, Response(status_code=200, headers=headers))
