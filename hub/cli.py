@@ -309,17 +309,28 @@ def sim(
     finalstatus: Annotated[str | None, typer.Option(help="string or number")] = None,
     sequence: Annotated[str | None, typer.Option(help="per_connection, global or gaps")] = None,
     repeat_upserts: Annotated[float | None, typer.Option(help="Re-send upserts every N seconds (3CX: ~0.75)")] = None,
+    scenario: Annotated[Path | None, typer.Option(help="YAML scenario to play (calls, speech, faults, load)")] = None,
+    speed: Annotated[float | None, typer.Option(help="Simulated time runs this many times real time")] = None,
+    wait_for_client: Annotated[bool, typer.Option(help="Start the scenario when a websocket client connects")] = True,
+    exit_after: Annotated[bool, typer.Option(help="Exit when the scenario has run")] = False,
 ) -> None:
-    """Run the built-in 3CX V20 simulator (Call Control REST + websocket)."""
+    """Run the built-in 3CX V20 simulator (Call Control REST, websocket and audio, XAPI), optionally a scenario."""
     from pydantic import ValidationError
 
     from hub.simulator.cli import load_config, serve
+    from hub.simulator.scenario import ScenarioError, load_scenario
 
     try:
-        sim_config = load_config(config, finalstatus=finalstatus, sequence=sequence, repeat_upserts_s=repeat_upserts)
+        played = load_scenario(scenario) if scenario is not None else None
+    except ScenarioError as exc:
+        fail(f"bad scenario: {exc}")
+    try:
+        sim_config = load_config(config, played, finalstatus=finalstatus, sequence=sequence,
+                                 repeat_upserts_s=repeat_upserts, clock_speed=speed)  # fmt: skip
     except (OSError, ValueError, ValidationError) as exc:
         fail(f"bad simulator configuration: {exc}")
-    asyncio.run(serve(sim_config, host, port))
+    raise typer.Exit(asyncio.run(serve(sim_config, host, port, scenario=played, wait_for_client=wait_for_client,
+                                       exit_after=exit_after)))  # fmt: skip
 
 
 @mcp_app.command("serve")
