@@ -115,6 +115,9 @@ class IngestConfig(Section):
     call_end_grace_s: float = Field(default=0.5, ge=0, description="A call is over this long after its last leg")
     max_reads_inflight: int = Field(default=8, ge=1, le=256, description="Concurrent REST reads per PBX")
     list_threshold: int = Field(default=3, ge=2, description="Waiting participants of one DN read as one list")
+    batch_known_s: float = Field(
+        default=0.05, ge=0, description="On a DN with many legs, known legs' re-reads wait this long for a list read"
+    )
     outbox_max: int = Field(default=50_000, ge=100, description="Events held while NATS is down (then: resync)")
     leader_lease_s: float = Field(default=10.0, gt=0)
     ping_interval_s: float = Field(default=5.0, gt=0, description="Websocket ping (3CX's sample: 5 s)")

@@ -15,8 +15,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "hub.bench.bus_bench",
     "hub.eventlog.bench",
     "hub.simulator.bench",
-    "hub.sim.bench",
-    "hub.adapter.bench",
+    "hub.ingest.bench",
     "hub.mcp.bench",
     "agents.basma.bench",
 )

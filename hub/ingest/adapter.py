@@ -22,10 +22,11 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from hub.bus.kv import CALL_IDS, INGEST_STATE, LEADERS, open_bucket
 from hub.config import IngestConfig, PbxConfig
@@ -51,6 +52,7 @@ log = get_logger(__name__)
 
 MALFORMED = Counter("ml_ingest_malformed_frames_total", "Websocket frames that could not be read", ["pbx"])
 FRAMES = Counter("ml_ingest_frames_total", "Websocket frames received", ["pbx"])
+BACKLOG = Gauge("ml_ingest_backlog", "Frames and reads waiting in the adapter's pipeline", ["pbx"])
 READS = Counter("ml_ingest_reads_total", "REST reads of participants", ["pbx", "kind"])
 
 
@@ -131,6 +133,7 @@ class PbxAdapter:
             max_inflight=self.config.max_reads_inflight,
             list_threshold=self.config.list_threshold,
             end_grace_s=self.config.call_end_grace_s,
+            batch_known_s=self.config.batch_known_s,
         )
         self.leading = asyncio.Event()  # set while this process is the PBX's active adapter
         self.synced = asyncio.Event()  # set once the first re-read of a leadership was applied
@@ -143,6 +146,7 @@ class PbxAdapter:
         self._link_n = 0
         self._recovering = False
         self._handling = False
+        self._parsed: dict[tuple[str, Any], tuple[dict[str, Any], LegSnapshot]] = {}
         self.registry: CallRegistry
         self.emitter: Emitter
 
@@ -308,6 +312,7 @@ class PbxAdapter:
             except TimeoutError:
                 item = None
             self._handling = item is not None
+            BACKLOG.labels(self.pbx.id).set(self._inbox.qsize() + self.tracker.waiting)
             if item is None and lead_stop.is_set():
                 if not self._recovering:
                     self._take_state(persist_queue)
@@ -416,14 +421,14 @@ class PbxAdapter:
                 legs = []
                 for raw in raws:
                     try:
-                        legs.append(parse_participant(raw, read.dn))
+                        legs.append(self._parse(raw, read.dn))
                     except FrameError:
                         self.stats.bad_participants += 1
                 self._inbox.put_nowait(_ReadIn(read, self._clock(), legs=legs))
                 return
             READS.labels(self.pbx.id, "one").inc()
             try:
-                leg: LegSnapshot | None = parse_participant(
+                leg: LegSnapshot | None = self._parse(
                     await self.rest.participant(read.dn, read.participant_id), read.dn
                 )
             except PbxNotFound:
@@ -434,6 +439,20 @@ class PbxAdapter:
         except FrameError as exc:
             self.stats.bad_participants += 1
             self._inbox.put_nowait(_ReadIn(read, self._clock(), error=PbxError(f"unreadable participant: {exc}")))
+
+    def _parse(self, raw: Any, dn: str) -> LegSnapshot:
+        """Parse a participant, or hand back the snapshot of the identical JSON read last time: under repeated
+        upserts almost every read is unchanged, and the tracker skips a snapshot it already holds."""
+        key = (dn, raw.get("id")) if isinstance(raw, dict) else None
+        cached = self._parsed.get(key) if key is not None else None
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        leg = parse_participant(raw, dn)
+        if key is not None:
+            if len(self._parsed) > 2 * len(self.tracker.legs) + 1024:
+                self._parsed = {k: v for k, v in self._parsed.items() if v[1].entity in self.tracker.legs}
+            self._parsed[key] = (raw, leg)
+        return leg
 
     # ------------------------------------------------------------------ outbox overflow
 

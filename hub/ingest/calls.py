@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from hub.ingest.wire import LegSnapshot
@@ -148,7 +148,13 @@ class CallRegistry:
         if record is not None:
             record.last_seen = at
             return record, "known"
-        previous = self._recent.pop(callid, None) or await self._read_id(callid)
+        record = CallRecord(call_id=new_call_id(), callid=callid, first_seen=at, last_seen=at)
+        previous = self._recent.pop(callid, None)
+        if previous is None and await self._claim_id(record):
+            self.active[callid] = record  # the common case: one atomic create, the id is saved before any event
+            self._state_dirty.add(callid)
+            return record, "new"
+        previous = previous or await self._read_id(callid)
         if previous is not None and (not previous.ended or at - previous.last_seen <= self.reappear_window_s):
             how: Opened = "resumed" if previous.parked_orbit else ("reappeared" if previous.ended else "recovered")
             previous.ended = False
@@ -157,11 +163,23 @@ class CallRegistry:
             self._ids_dirty[callid] = previous
             self._state_dirty.add(callid)
             return previous, how
-        record = CallRecord(call_id=new_call_id(), callid=callid, first_seen=at, last_seen=at)
-        self.active[callid] = record
+        self.active[callid] = record  # a new call on a callid used long ago (or the bus is down): saved later
         self._ids_dirty[callid] = record
         self._state_dirty.add(callid)
         return record, "new"
+
+    async def _claim_id(self, record: CallRecord) -> bool:
+        """Create the call-id entry if the callid has none: True when this call is new."""
+        if self._ids is None or not self._online():
+            return False
+        try:
+            await self._ids.create(self._key(record.callid), record.id_json())
+        except KeyWrongLastSequenceError:
+            return False  # an entry exists: the caller reads it
+        except Exception as exc:
+            log.warning("call id create failed", callid=record.callid, error=str(exc) or type(exc).__name__)
+            return False
+        return True
 
     async def _read_id(self, callid: int) -> CallRecord | None:
         if self._ids is None or not self._online():

@@ -347,19 +347,25 @@ class Simulator:
         connection.sequence += step
         return connection.sequence
 
-    def repeat_upserts(self) -> None:
-        """3CX re-sends Upserts for live participants (every ~0.75 s, reference §3)."""
+    REPEAT_SLICES = 10
+
+    def repeat_upserts(self, slice_: int | None = None) -> None:
+        """3CX re-sends Upserts for live participants (every ~0.75 s, reference §3). Each participant repeats on
+        its own phase (one of ``REPEAT_SLICES`` slices of the period), as a PBX's per-participant timers would,
+        rather than all at once; ``slice_`` None repeats every participant now."""
         for leg in list(self.engine.legs.values()):
-            if self.config.visible(leg.dn):
+            if self.config.visible(leg.dn) and (slice_ is None or leg.id % self.REPEAT_SLICES == slice_):
                 self._on_change("upsert", leg, None)
 
     async def repeater(self) -> None:
         interval = self.config.repeat_upserts_s
         if interval is None:
             return
+        tick = 0
         while True:
-            await self.clock.sleep(interval)
-            self.repeat_upserts()
+            await self.clock.sleep(interval / self.REPEAT_SLICES)
+            self.repeat_upserts(tick % self.REPEAT_SLICES)
+            tick += 1
 
     def close_websockets(self) -> int:
         """Close every websocket (the hub must reconnect and resync); returns how many were open."""

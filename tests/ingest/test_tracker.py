@@ -200,3 +200,46 @@ def test_old_tickets_are_forgotten_once_nothing_can_answer_for_them() -> None:
 def test_bad_limits_are_refused(threshold: int) -> None:
     with pytest.raises(ValueError, match="list_threshold"):
         Tracker(list_threshold=threshold)
+
+
+def test_new_participants_are_read_before_known_ones() -> None:
+    t = Tracker(max_inflight=1, list_threshold=100)
+    for pid in (1, 2):
+        t.frame(up("800", pid), 0)
+        t.read_done(t.take_reads(0)[0], leg(pid, "Connected", dn="800", callid=pid), 0)
+    t.frame(up("100", 9), 0)  # blocks the only slot
+    [blocking] = t.take_reads(0)
+    t.frame(up("800", 1), 1)  # a known participant (probably a repeat)
+    t.frame(up("800", 2), 2)
+    t.frame(up("101", 7), 3)  # a new leg, upserted last
+    t.read_done(blocking, leg(9, "Ringing", dn="100", callid=9), 3)
+    order = []
+    for _ in range(3):
+        [read] = t.take_reads(4)
+        order.append((read.dn, read.participant_id))
+        t.read_done(read, None if read.dn == "101" else t.legs[(read.dn, read.participant_id or 0)], 4)
+    assert order == [("101", 7), ("800", 1), ("800", 2)]
+
+
+def test_a_big_dn_is_read_as_a_list_only_once_enough_of_it_waits() -> None:
+    t = Tracker(max_inflight=1, list_threshold=3)
+    t.load([leg(pid, "Connected", dn="800", callid=pid) for pid in range(320)])  # 1/32 of 320 = 10
+    t.frame(up("100", 999), 0)
+    [blocking] = t.take_reads(0)
+    for pid in range(5):
+        t.frame(up("800", pid), 0)
+    t.read_done(blocking, None, 0)
+    assert t.take_reads(0.01) == []  # known legs of a big DN wait briefly for company
+    assert t.next_deadline() == pytest.approx(0.05)
+    [read] = t.take_reads(0.05)
+    assert read.participant_id == 0  # 5 waiting of 320 after the wait: single reads are cheaper
+    for pid in range(5, 15):
+        t.frame(up("800", pid), 0.05)
+    t.read_done(read, t.legs[("800", 0)], 0.05)
+    [listing] = t.take_reads(0.05)  # 13 waiting >= 320 / 32: one list read
+    assert listing.participant_id is None and listing.dn == "800"
+    for pid in range(40):
+        t.frame(up("800", pid), 1.0)
+    t.list_done(listing, [t.legs[("800", p)] for p in range(320)], 1.0)
+    [at_once] = t.take_reads(1.0)  # 40 waiting >= 1/8 of the DN: no need to wait
+    assert at_once.participant_id is None
