@@ -124,6 +124,11 @@ class IngestConfig(Section):
     reconnect_max_s: float = Field(default=30.0, gt=0, description="Cap of the reconnect backoff")
     reappear_window_s: float = Field(default=3600.0, ge=0, description="A 3CX callid back within this is the same call")
     persist_interval_s: float = Field(default=0.2, gt=0, description="How often acknowledged state is saved to KV")
+    presence_interval_s: float = Field(default=5.0, gt=0, description="XAPI presence poll (XAPI has no push)")
+    chat_interval_s: float = Field(default=5.0, gt=0, description="XAPI chat-history poll")
+    history_interval_s: float = Field(default=30.0, gt=0, description="XAPI-only mode: call-history poll")
+    reconcile_delay_s: float = Field(default=1.0, ge=0, description="Wait before reading history after an outage")
+    modes_probe_s: float = Field(default=60.0, gt=0, description="Re-check which PBX APIs are enabled")
 
 
 class MessagingConfig(Section):

@@ -20,8 +20,9 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.aio.client import Client
@@ -36,6 +37,7 @@ from hub.ingest.hints import CommandHints
 from hub.ingest.leader import LeaderLease
 from hub.ingest.link import Backoff, CallControlSocket, tls_context
 from hub.ingest.outbox import Outbox
+from hub.ingest.polling import ChatPoller, PresencePoller, Reconciler, every, publish_acked
 from hub.ingest.tracker import Observation, Read, Tracker
 from hub.ingest.wire import FrameError, LegSnapshot, parse_frame, parse_participant
 from hub.logs import get_logger
@@ -43,6 +45,7 @@ from hub.pbx.broker import TokenOwner
 from hub.pbx.callcontrol import CallControlClient
 from hub.pbx.errors import PbxError, PbxForbidden, PbxNotFound, PbxRateLimited
 from hub.pbx.token import TokenProvider
+from hub.pbx.xapi import Query, XapiClient
 from hub.runner import Health, wait_or_stop
 from schemas import events as e
 from schemas.codec import DecodeError, parse_event
@@ -97,6 +100,35 @@ class _Reload:
 _Item = _FrameIn | _ReadIn | _SnapshotIn | _LinkDown | _Reload
 
 
+@dataclass(frozen=True)
+class Modes:
+    """Which of the PBX's APIs this API client may use (a PBX without the Enterprise licence, or an integration
+    without one of the two boxes ticked, answers 403 on the other)."""
+
+    call_control: bool
+    xapi: bool
+
+    @property
+    def name(self) -> str:
+        if self.call_control and self.xapi:
+            return "full"
+        if self.call_control:
+            return "callcontrol-only"
+        return "xapi-only" if self.xapi else "none"
+
+    @property
+    def explained(self) -> str:
+        return {
+            "full": "Call Control and XAPI",
+            "callcontrol-only": "Call Control only: XAPI is not enabled for this API client (presence, chat and "
+            "call-history reconciliation are off)",
+            "xapi-only": "XAPI only: Call Control is not licensed or not enabled for this API client (no live "
+            "call events; calls are reported from the call history after they end)",
+            "none": "neither Call Control nor XAPI answers this API client (403): enable them on the PBX "
+            "(Admin > Integrations > API)",
+        }[self.name]
+
+
 @dataclass
 class AdapterStats:
     frames: int = 0
@@ -115,6 +147,7 @@ class PbxAdapter:
         rest: CallControlClient,
         tokens: TokenProvider,
         *,
+        xapi: XapiClient | None = None,
         config: IngestConfig | None = None,
         holder: str | None = None,
         health: Health | None = None,
@@ -124,6 +157,10 @@ class PbxAdapter:
         self.pbx = pbx
         self.rest = rest
         self.tokens = tokens
+        self.xapi = xapi
+        self.modes = Modes(call_control=True, xapi=xapi is not None)
+        self.pollers: list[PresencePoller | ChatPoller] = []
+        self.reconciler: Reconciler | None = None
         self.config = config or IngestConfig()
         self.holder = holder or new_holder_id()
         self.health = health or Health()
@@ -144,6 +181,7 @@ class PbxAdapter:
         self._reads: set[asyncio.Task[None]] = set()
         self._down_since: float | None = None
         self._link_n = 0
+        self._history_since: datetime | None = None
         self._recovering = False
         self._handling = False
         self._parsed: dict[tuple[str, Any], tuple[dict[str, Any], LegSnapshot]] = {}
@@ -221,18 +259,24 @@ class PbxAdapter:
         )  # fmt: skip
         persist_queue: asyncio.Queue[tuple[dict[int, bytes], set[int], int, int]] = asyncio.Queue()
         self.leading.set()
-        self.health.set(self.component, False, "leader: connecting to the PBX")
+        self.modes = await self._probe_modes()
+        self.health.set(self.component, False, f"leader ({self.modes.name}): connecting to the PBX")
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._renew(stopping, lead_stop))
-                link = tg.create_task(self.socket.run(lead_stop))
+                tg.create_task(self._follow(stopping, lead_stop))
+                tg.create_task(self._renew(lead_stop))
+                tg.create_task(self._watch_modes(lead_stop))
+                link = tg.create_task(self.socket.run(lead_stop) if self.modes.call_control else self._no_link())
                 pipeline = tg.create_task(self._pipeline(lead_stop, persist_queue))
                 publishing = tg.create_task(self.outbox.run(publish_stop, drain_timeout_s=5.0))
                 tg.create_task(self._persist(persist_queue, publishing))
+                pollers = [tg.create_task(t) for t in await self._pollers(lead_stop)]
                 await lead_stop.wait()
-                # the link stops, the pipeline finishes what it holds, then the outbox drains (bounded) and the
-                # acknowledged state is saved
+                # the link and the pollers stop, the pipeline finishes what it holds, then the outbox drains
+                # (bounded) and the acknowledged state is saved
                 await link
+                for task in pollers:
+                    await task
                 await pipeline
                 publish_stop.set()
         finally:
@@ -248,11 +292,20 @@ class PbxAdapter:
                     await self.lease.release()
             self.health.set(self.component, False, "not leading")
 
-    async def _renew(self, stopping: asyncio.Event, lead_stop: asyncio.Event) -> None:
+    @staticmethod
+    async def _follow(stopping: asyncio.Event, lead_stop: asyncio.Event) -> None:
+        stop = asyncio.ensure_future(stopping.wait())
+        lead = asyncio.ensure_future(lead_stop.wait())
+        await asyncio.wait({stop, lead}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        lead.cancel()
+        lead_stop.set()
+
+    async def _renew(self, lead_stop: asyncio.Event) -> None:
         assert self.lease is not None
         interval = self.config.leader_lease_s / 3
         while not lead_stop.is_set():
-            if await wait_or_stop(stopping, interval):
+            if await wait_or_stop(lead_stop, interval):
                 break
             try:
                 if not await self.lease.try_acquire():
@@ -264,6 +317,100 @@ class PbxAdapter:
                                 error=str(exc) or type(exc).__name__)  # fmt: skip
                     break
         lead_stop.set()
+
+    # ------------------------------------------------------------------ degraded modes, polling, reconciliation
+
+    async def _probe(self, call: Callable[[], Awaitable[object]]) -> bool:
+        """False only when the PBX says 403 (not licensed / not enabled); any other error is not a verdict."""
+        try:
+            await call()
+        except PbxForbidden:
+            return False
+        except PbxError:
+            return True
+        return True
+
+    async def _probe_modes(self) -> Modes:
+        xapi = self.xapi
+        modes = Modes(
+            call_control=await self._probe(self.rest.dns),
+            xapi=xapi is not None and await self._probe(lambda: xapi.page("/Users", Query(top=1, select=("Id",)))),
+        )
+        if modes.name != "full":
+            log.warning("degraded mode", pbx=self.pbx.id, mode=modes.name, detail=modes.explained)
+        return modes
+
+    async def _watch_modes(self, lead_stop: asyncio.Event) -> None:
+        """Re-probe now and then: a licence or a ticked box changes the mode, and the leadership restarts with it."""
+        while not await wait_or_stop(lead_stop, self.config.modes_probe_s):
+            if await self._probe_modes() != self.modes:
+                log.info("the PBX's APIs changed; restarting the adapter", pbx=self.pbx.id)
+                lead_stop.set()
+
+    async def _no_link(self) -> None:
+        """XAPI only (or nothing): no websocket; the state the link events and /readyz report."""
+        assert self.outbox is not None
+        now = self._clock()
+        data = e.LinkConnectedData(endpoint=self.pbx.base_url + "/xapi/v1", mode=self.modes.name)
+        if self.modes.xapi:
+            self.outbox.put(self._link_event(e.LinkConnected, data, now))
+        self.synced.set()
+        self.health.set(self.component, self.modes.xapi, f"leader: {self.modes.explained}")
+
+    async def _pollers(self, lead_stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        if not self.modes.xapi or self.xapi is None:
+            self.pollers = []
+            self.reconciler = None
+            return []
+        assert self.outbox is not None
+        assert self.lease is not None
+        outbox, kv = self.outbox, await open_bucket(self.nc.jetstream(), INGEST_STATE)
+        presence = PresencePoller(self.pbx.id, self.xapi, outbox, kv)
+        chat = ChatPoller(self.pbx.id, self.xapi, outbox, kv)
+        await presence.load()
+        await chat.load()
+        self.pollers = [presence, chat]
+
+        async def publish(events: list[e.EventBase]) -> bool:
+            return await publish_acked(outbox, events)
+
+        self.reconciler = Reconciler(self.pbx.id, self.xapi, self.registry, self.lease.epoch, publish)
+        tasks = [
+            every(self.config.presence_interval_s, lead_stop, presence.poll, "presence poll"),
+            every(self.config.chat_interval_s, lead_stop, chat.poll, "chat poll"),
+        ]
+        if not self.modes.call_control:
+            tasks.append(every(self.config.history_interval_s, lead_stop, self._history_pass, "call history"))
+        return tasks
+
+    async def _history_pass(self) -> None:
+        """XAPI-only mode: every call that ended since the last pass comes from the call history."""
+        assert self.reconciler is not None
+        now = datetime.now(UTC)
+        since = self._history_since or now - timedelta(seconds=self.config.history_interval_s)
+        await self.reconciler.window(since, now)
+        self._history_since = now - timedelta(seconds=5)  # overlap: a CallId already reported is never repeated
+
+    def _reconcile_outage(self, down_since: float, up_at: float) -> None:
+        """After a re-read that closed a gap: the calls that began and ended inside it, from the call history."""
+        if self.reconciler is None:
+            return
+        reconciler = self.reconciler
+        start, end = datetime.fromtimestamp(down_since, UTC), datetime.fromtimestamp(up_at, UTC)
+
+        async def run() -> None:
+            await asyncio.sleep(self.config.reconcile_delay_s)  # the PBX writes history as calls end
+            try:
+                found = await reconciler.window(start, end)
+            except PbxError as exc:
+                log.warning("call-history reconciliation failed", pbx=self.pbx.id, error=str(exc))
+                return
+            if found:
+                log.info("calls reconciled from the call history", pbx=self.pbx.id, calls=found)
+
+        task = asyncio.create_task(run())
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
 
     # ------------------------------------------------------------------ the link
 
@@ -376,14 +523,16 @@ class PbxAdapter:
         return []
 
     def _after_snapshot(self, item: _SnapshotIn, inferred: int) -> list[e.EventBase]:
-        connected = e.LinkConnectedData(endpoint=self.socket.url if self.socket else "", mode="full")
+        connected = e.LinkConnectedData(endpoint=self.socket.url if self.socket else "", mode=self.modes.name)
         events: list[e.EventBase] = [self._link_event(e.LinkConnected, connected, item.at)]
         if item.gap_s is not None or inferred:
             data = e.LinkResyncedData(gap_seconds=item.gap_s or 0.0, inferred_events=inferred)
             events.append(self._link_event(e.LinkResynced, data, item.at))
+        if item.gap_s is not None and self._down_since is not None:
+            self._reconcile_outage(self._down_since, item.at)
         self._down_since = None
         self.synced.set()
-        self.health.set(self.component, True, "leader: websocket up")
+        self.health.set(self.component, True, f"leader: websocket up ({self.modes.explained})")
         return events
 
     def _publish(self, events: list[e.EventBase], *, force: bool = False) -> None:

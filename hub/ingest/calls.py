@@ -131,8 +131,8 @@ class CallRegistry:
             async for entry in watcher:
                 if entry is None:  # the end of the current values
                     break
-                if not entry.value:
-                    continue
+                if not entry.value or not entry.key.rsplit(".", 1)[-1].isdigit():
+                    continue  # the pollers' documents share the bucket
                 record = CallRecord.from_state(json.loads(entry.value))
                 self.active[record.callid] = record
                 legs += record.snapshots()
@@ -167,6 +167,16 @@ class CallRegistry:
         self._ids_dirty[callid] = record
         self._state_dirty.add(callid)
         return record, "new"
+
+    async def claim_reconciled(self, callid: int, at: float) -> CallRecord | None:
+        """A record for a call known only from the call log, or None when the hub already has this callid."""
+        if callid in self.active or callid in self._recent:
+            return None
+        record = CallRecord(call_id=new_call_id(), callid=callid, first_seen=at, last_seen=at)
+        if not await self._claim_id(record):
+            return None  # the call-id map knows it (or the bus is down: the next reconciliation retries)
+        self.active[callid] = record
+        return record
 
     async def _claim_id(self, record: CallRecord) -> bool:
         """Create the call-id entry if the callid has none: True when this call is new."""

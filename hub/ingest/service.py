@@ -16,6 +16,7 @@ from hub.ingest.adapter import PbxAdapter, new_holder_id
 from hub.logs import get_logger
 from hub.pbx.callcontrol import CallControlClient
 from hub.pbx.token import TokenProvider
+from hub.pbx.xapi import XapiClient
 from hub.runner import Health, ServiceContext, run_service, until_ready
 
 log = get_logger(__name__)
@@ -40,7 +41,8 @@ async def adapters(
             http = await stack.enter_async_context(pbx_http(pbx))
             tokens = TokenProvider(http, pbx.client_id, pbx.secret())
             rest = CallControlClient(http, tokens)
-            built.append(PbxAdapter(nc, pbx, rest, tokens, config=settings.ingest, holder=holder, health=health))
+            built.append(PbxAdapter(nc, pbx, rest, tokens, xapi=XapiClient(http, tokens), config=settings.ingest,
+                                    holder=holder, health=health))  # fmt: skip
         yield built
 
 

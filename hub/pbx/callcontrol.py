@@ -11,7 +11,8 @@ from urllib.parse import quote
 
 import httpx
 
-from hub.pbx.errors import PbxError, PbxUnavailable, from_status
+from hub.pbx.errors import from_status
+from hub.pbx.http import authorized
 from hub.pbx.token import TokenSource
 
 SUCCESS = {"success", "1"}
@@ -28,22 +29,11 @@ class CallControlClient:
         self.requests = 0
 
     async def _request(self, method: str, path: str, what: str, body: dict[str, Any] | None = None) -> Any:
-        token = await self._tokens.token()
-        for attempt in (1, 2):
-            self.requests += 1
-            try:
-                response = await self._http.request(
-                    method, path, json=body, headers={"Authorization": f"Bearer {token}"}
-                )
-            except httpx.HTTPError as exc:
-                raise PbxUnavailable(f"{what}: {type(exc).__name__}") from None
-            if response.status_code == 401 and attempt == 1:
-                token = await self._tokens.refresh(token)
-                continue
-            if response.status_code >= 300:
-                raise from_status(response.status_code, _reason(response), what)
-            return response.json() if response.content else None
-        raise PbxError(f"{what}: unreachable")  # pragma: no cover - the loop returns or raises
+        self.requests += 1
+        response = await authorized(self._http, self._tokens, method, path, what, json=body)
+        if response.status_code >= 300:
+            raise from_status(response.status_code, _reason(response), what)
+        return response.json() if response.content else None
 
     async def dns(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._request("GET", "/callcontrol", "list DNs")

@@ -18,6 +18,7 @@ from hub.config import IngestConfig, PbxConfig
 from hub.ingest.adapter import PbxAdapter
 from hub.pbx.callcontrol import CallControlClient
 from hub.pbx.token import TokenProvider
+from hub.pbx.xapi import XapiClient
 from hub.simulator import SimConfig, SimHandle, running_simulator
 from schemas.codec import parse_event
 from schemas.events import Event
@@ -130,7 +131,7 @@ def adapter_for(nc: Client, sim: SimHandle, http: httpx.AsyncClient, config: Ing
     pbx = PbxConfig(id=PBX, base_url=sim.base_url, client_id=sim.config.client_id,
                     client_secret=sim.config.client_secret)  # fmt: skip
     tokens = TokenProvider(http, pbx.client_id, pbx.secret())
-    return PbxAdapter(nc, pbx, CallControlClient(http, tokens), tokens,
+    return PbxAdapter(nc, pbx, CallControlClient(http, tokens), tokens, xapi=XapiClient(http, tokens),
                       config=config or IngestConfig(call_end_grace_s=0.2))  # fmt: skip
 
 

@@ -19,10 +19,11 @@ def _call_events(rig: IngestRig, callid: int) -> list[Any]:
     return [ev for ev in rig.stream.events if ev.pbx_call_id == callid]
 
 
-def _check_projection(rig: IngestRig, *, connected_on_arrival: str = "answered") -> None:
+def _check_projection(rig: IngestRig, *, connected_on_arrival: str = "answered", with_history: bool = False) -> None:
     expected = project(
         rig.sim.journal.entries, rig.sim.config.visible, outages=rig.outages,
         connected_on_arrival=connected_on_arrival, end_grace_s=rig.adapter.config.call_end_grace_s,
+        with_history=with_history,
     )  # fmt: skip
     problems = diff(expected, observed(rig.stream.events))
     assert not problems, problems
@@ -147,7 +148,10 @@ async def test_repeated_upserts_cost_at_most_one_read_each_and_emit_nothing(nats
 
 
 async def test_the_websocket_dropped_mid_call_several_times_matches_the_ground_truth(nats_server: str) -> None:
-    async with ingest_rig(nats_server, SimConfig(repeat_upserts_s=None)) as rig:
+    """Transitions seen live once; each outage's net difference once, inferred; the calls that came and went
+    inside an outage once, inferred, from the call history (D§4)."""
+    config = IngestConfig(call_end_grace_s=0.2, reconcile_delay_s=0.1)
+    async with ingest_rig(nats_server, SimConfig(repeat_upserts_s=None), config) as rig:
         engine = rig.sim.engine
         a = engine.place_call("+15550100", "101")
         b = engine.place_call("+15550101", "102")
@@ -165,13 +169,16 @@ async def test_the_websocket_dropped_mid_call_several_times_matches_the_ground_t
             await rig.wait(lambda n=resynced: len(rig.stream.of("link.resynced")) > n, "a resync")  # type: ignore[misc]
             await rig.settled()
             rig.outages.append(Outage(start, rig.resync_index(start)))
+            assert rig.adapter.reconciler is not None
+            await rig.wait(lambda n=round_: rig.adapter.reconciler.reconciled > n, "the call-history reconciliation")  # type: ignore[union-attr,misc]
+            await rig.settled()
             engine.answer(engine.participants("100")[-1].id)  # seen live again
             await rig.settled()
             engine.hangup(c.callid)
             await rig.settled()
         engine.hangup(b.callid)
         await rig.settled()
-        _check_projection(rig)
+        _check_projection(rig, with_history=True)
         resyncs = rig.stream.of("link.resynced")
         assert len(resyncs) == 3 and all(isinstance(r, e.LinkResynced) and r.data.inferred_events > 0 for r in resyncs)
         assert len(rig.stream.of("link.disconnected")) == 3
