@@ -1,7 +1,8 @@
 """The worker's gateway to a real (or simulated) 3CX: each command of D§7 as the Call Control API really does it.
 
-What 3CX cannot do is said, not faked: hold is a park (transferto an orbit), recording is hub-side (not yet built
-here), messages need a provider, presence needs XAPI. Those commands answer ``not_supported`` with the reason.
+What 3CX cannot do is said, not faked: hold is a park (transferto an orbit), recording is hub-side, messages need a
+provider, presence and history need XAPI. Without the piece they need, commands answer ``not_supported`` with the
+reason. Queries read XAPI (users, presence, call history, recordings, chat) and Call Control (active calls).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from hub.config import PbxConfig
 from hub.pbx.callcontrol import CallControlClient
 from hub.pbx.errors import PbxError, PbxNotFound
+from hub.pbx.xapi import XapiClient, parse_duration
 from hub.worker.gateway import CommandFailure
 from hub.worker.messaging import MessagingProvider
 from schemas import commands as c
@@ -18,10 +20,17 @@ from schemas.common import ErrorCode
 
 
 class CallControlGateway:
-    def __init__(self, client: CallControlClient, pbx: PbxConfig, messaging: MessagingProvider | None = None) -> None:
+    def __init__(
+        self,
+        client: CallControlClient,
+        pbx: PbxConfig,
+        messaging: MessagingProvider | None = None,
+        xapi: XapiClient | None = None,
+    ) -> None:
         self._client = client
         self._pbx = pbx
         self._messaging = messaging
+        self._xapi = xapi
 
     async def execute(self, command: c.CommandBase) -> dict[str, Any]:
         try:
@@ -38,6 +47,8 @@ class CallControlGateway:
             return await self._messaging.send(
                 message_id=command.command_id, pbx_id=command.pbx_id, to=command.args.to, text=command.args.text
             )
+        if isinstance(command, c.SetPresence) and self._xapi is not None:
+            return await self._set_presence(self._xapi, command.args.extension, command.args.profile)
         leg = command.leg
         if leg is None or not command.TARGETS_LEG:
             raise _unsupported(command)
@@ -99,26 +110,112 @@ class CallControlGateway:
                 return None
         return None
 
+    async def _set_presence(self, xapi: XapiClient, extension: str, profile: str) -> dict[str, Any]:
+        """PATCH CurrentProfileName with the PBX's own spelling of the profile, read from ForwardingProfiles (the
+        accepted spelling is unverified: "Away" vs a UI label), matched without regard to case or spaces."""
+        try:
+            user = await xapi.user(extension)
+        except PbxNotFound:
+            raise CommandFailure(ErrorCode.NOT_FOUND, f"extension {extension} is not a user on this PBX") from None
+        profiles = await xapi.forwarding_profiles(int(user["Id"]))
+        names = [str(p.get("Name") or "") for p in profiles if p.get("Name")]
+
+        def norm(name: str) -> str:
+            return "".join(name.lower().split())
+
+        match = next((n for n in names if norm(n) == norm(profile)), None)
+        if match is None:
+            custom = {norm(str(p.get("CustomName") or "")): str(p["Name"]) for p in profiles if p.get("CustomName")}
+            match = custom.get(norm(profile))
+        if match is None:
+            raise CommandFailure(ErrorCode.INVALID_ARGUMENT,
+                                 f"{profile!r} is not a presence profile of {extension}; use one of: "
+                                 + ", ".join(names))  # fmt: skip
+        await xapi.set_user(int(user["Id"]), {"CurrentProfileName": match})
+        return {"extension": extension, "profile": match, "previous_profile": user.get("CurrentProfileName")}
+
     async def query(self, query: c.QueryBase) -> tuple[list[dict[str, Any]], int | None]:
         try:
-            if isinstance(query, c.ActiveCalls):
-                items = [p for dn in await self._client.dns() for p in dn.get("participants", [])]
-                return items, len(items)
-            if isinstance(query, c.Extensions):
-                items = [{"number": d["dn"], "type": d["type"], "devices": d.get("devices", [])}
-                         for d in await self._client.dns() if d.get("type") == "Wextension"]  # fmt: skip
-                page = items[query.args.offset : query.args.offset + query.args.limit]
-                return page, len(items)
+            return await self._query(query)
         except PbxError as exc:
             raise CommandFailure(exc.code, str(exc), pbx_reason=exc.reason) from None
-        raise CommandFailure(ErrorCode.NOT_SUPPORTED, f"{query.NAME} needs the XAPI client, which is not built yet")
+
+    async def _query(self, query: c.QueryBase) -> tuple[list[dict[str, Any]], int | None]:
+        if isinstance(query, c.ActiveCalls):
+            items = [p for dn in await self._client.dns() for p in dn.get("participants", [])]
+            return items, len(items)
+        xapi = self._xapi
+        if isinstance(query, c.Extensions):
+            if xapi is None:
+                items = [{"number": d["dn"], "type": d["type"], "devices": d.get("devices", [])}
+                         for d in await self._client.dns() if d.get("type") == "Wextension"]  # fmt: skip
+            else:
+                items = [_user(u) for u in await xapi.users(select=USER_FIELDS)]
+            return items[query.args.offset : query.args.offset + query.args.limit], len(items)
+        if xapi is None:
+            raise CommandFailure(ErrorCode.NOT_SUPPORTED, f"{query.NAME} reads the PBX's configuration API (XAPI), "
+                                 "which this API client may not use: tick 3CX Configuration API Access")  # fmt: skip
+        if isinstance(query, c.Presence):
+            if query.args.extension:
+                return [_user(await xapi.user(query.args.extension))], 1
+            users = [_user(u) for u in await xapi.users(select=USER_FIELDS)]
+            return users, len(users)
+        if isinstance(query, c.CallHistory):
+            a = query.args
+            page = await xapi.call_history(since=a.since, until=a.until, extension=a.extension, limit=a.limit,
+                                           skip=a.offset)  # fmt: skip
+            return [_segment(r) for r in page.rows], page.count
+        if isinstance(query, c.Recordings):
+            page = await xapi.recordings(limit=query.args.limit, skip=query.args.offset)
+            return [_recording(r) for r in page.rows], page.count
+        if isinstance(query, c.ChatHistory):
+            page = await xapi.chat_history(since=query.args.since, limit=query.args.limit, skip=query.args.offset)
+            return [_chat(r) for r in page.rows], page.count
+        raise CommandFailure(ErrorCode.NOT_SUPPORTED, f"{query.NAME} is not supported")
+
+
+USER_FIELDS = ("Number", "DisplayName", "FirstName", "LastName", "IsRegistered", "CurrentProfileName", "QueueStatus")
+
+
+def _user(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "number": row.get("Number"), "name": row.get("DisplayName") or
+        " ".join(x for x in (row.get("FirstName"), row.get("LastName")) if x), "registered": row.get("IsRegistered"),
+        "profile": row.get("CurrentProfileName"), "queue_status": row.get("QueueStatus"),
+    }  # fmt: skip
+
+
+def _segment(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "segment_id": row.get("SegmentId"), "started_at": row.get("SegmentStartTime"),
+        "ended_at": row.get("SegmentEndTime"), "from_dn": row.get("SrcDn"), "from_number": row.get("SrcCallerNumber"),
+        "from_name": row.get("SrcDisplayName"), "to_dn": row.get("DstDn"), "to_number": row.get("DstCallerNumber"),
+        "to_name": row.get("DstDisplayName"), "answered": row.get("CallAnswered"),
+        "talk_seconds": parse_duration(row.get("CallTime")),
+    }  # fmt: skip
+
+
+def _recording(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "recording_id": row.get("Id"), "started_at": row.get("StartTime"), "ended_at": row.get("EndTime"),
+        "from": row.get("FromCallerNumber") or row.get("FromDn"), "to": row.get("ToCallerNumber") or row.get("ToDn"),
+        "url": row.get("RecordingUrl"), "source": "pbx", "transcription": row.get("Transcription"),
+    }  # fmt: skip
+
+
+def _chat(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "conversation_id": row.get("ConversationId"), "from_number": row.get("FromNo"),
+        "from_name": row.get("FromName"), "text": row.get("Message"), "sent_at": row.get("TimeSent"),
+        "channel": row.get("ProviderType"), "to": row.get("QueueNumber") or row.get("ChatName"),
+    }  # fmt: skip
 
 
 _UNSUPPORTED: dict[type[c.CommandBase], str] = {
     c.StartRecording: "hub-side recording is not built yet (3CX has no record action)",
     c.StopRecording: "hub-side recording is not built yet (3CX has no record action)",
     c.SendMessage: "no messaging provider is configured (3CX has no public send-message API)",
-    c.SetPresence: "presence needs the XAPI client, which is not built yet",
+    c.SetPresence: "presence is set through the PBX's configuration API (XAPI), which this API client may not use",
 }
 
 

@@ -205,9 +205,15 @@ class XapiClient:
                                   limit=limit)  # fmt: skip
 
     async def call_history(
-        self, *, since: datetime | None = None, until: datetime | None = None, limit: int = 1000, skip: int = 0
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        extension: str | None = None,
+        limit: int = 1000,
+        skip: int = 0,
     ) -> Page:
-        clauses = []
+        clauses = [f"(SrcDn eq {odata_string(extension)} or DstDn eq {odata_string(extension)})"] if extension else []
         if since is not None:
             clauses.append(f"SegmentStartTime ge {odata_datetime(since)}")
         if until is not None:

@@ -10,6 +10,7 @@ from hub.logs import get_logger
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
 from hub.pbx.broker import BrokeredTokens
 from hub.pbx.token import TokenSource
+from hub.pbx.xapi import XapiClient
 from hub.runner import ServiceContext, run_service, until_ready
 from hub.worker.messaging import LogOnlyProvider, MessagingProvider, WebhookProvider
 from hub.worker.service import Worker, WorkerConfig
@@ -38,7 +39,9 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
                 if settings.worker.token_source == "owner"  # noqa: S105 - a mode name, not a secret
                 else TokenProvider(http, pbx.client_id, pbx.secret())
             )
-            gateway = CallControlGateway(CallControlClient(http, tokens), pbx, messaging_provider(settings, http))
+            gateway = CallControlGateway(
+                CallControlClient(http, tokens), pbx, messaging_provider(settings, http), XapiClient(http, tokens)
+            )
             w = settings.worker
             config = WorkerConfig(
                 name=f"worker-{pbx.id}",

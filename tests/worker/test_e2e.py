@@ -17,6 +17,7 @@ from hub.bus import connect, ensure_streams
 from hub.bus.pull import BatchPuller
 from hub.config import BusConfig, PbxConfig
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
+from hub.pbx.xapi import XapiClient
 from hub.sdk import CommandClient
 from hub.simulator import SimHandle, running_simulator
 from hub.worker.service import Worker, WorkerConfig
@@ -52,7 +53,8 @@ async def rig(nats_server: str) -> AsyncIterator[Rig]:
     async with running_simulator() as sim, httpx.AsyncClient(base_url=sim.base_url) as http:
         pbx = PbxConfig(id="main", base_url=sim.base_url, client_id="800", client_secret="sim-secret")
         rest = CallControlClient(http, TokenProvider(http, pbx.client_id, pbx.secret()))
-        worker = Worker(nc, CallControlGateway(rest, pbx), config=WorkerConfig(rate_per_second=0))
+        gateway = CallControlGateway(rest, pbx, xapi=XapiClient(http, rest_tokens(rest)))
+        worker = Worker(nc, gateway, config=WorkerConfig(rate_per_second=0))
         stopping = asyncio.Event()
         task = asyncio.create_task(worker.run(stopping))
         with anyio.fail_after(10):
@@ -63,6 +65,12 @@ async def rig(nats_server: str) -> AsyncIterator[Rig]:
             stopping.set()
             await task
     await nc.close()
+
+
+def rest_tokens(rest: CallControlClient) -> TokenProvider:
+    """The Call Control client's token provider (one token per API client: XAPI shares it)."""
+    tokens: TokenProvider = rest._tokens  # type: ignore[assignment]
+    return tokens
 
 
 def _cmd(cls: type[c.CommandBase], leg: LegRef | None = None, **fields: Any) -> Any:
@@ -160,7 +168,39 @@ async def test_queries_read_the_pbx(rig: Rig) -> None:
     assert active.ok
     assert [p["dn"] for p in active.items] == ["800"]
     extensions = await rig.client.query(c.Extensions(pbx_id="main"))
-    assert [e["number"] for e in extensions.items] == ["100", "101", "102"]
+    assert [e["number"] for e in extensions.items] == ["100", "101", "102", "103"]  # XAPI users, monitored or not
+    assert extensions.items[1]["name"] == "Alice" and extensions.items[1]["profile"] == "Available"
+
+
+async def test_presence_is_read_and_set_with_the_pbxs_own_profile_names(rig: Rig) -> None:
+    changed = await rig.client.send(_cmd(c.SetPresence, args=c.SetPresenceArgs(extension="101", profile="away")))
+    assert changed.ok, changed.error
+    assert changed.result == {"extension": "101", "profile": "Away", "previous_profile": "Available"}
+    [alice] = (await rig.client.query(c.Presence(pbx_id="main", args=c.PresenceArgs(extension="101")))).items
+    assert alice["profile"] == "Away"
+    wrong = await rig.client.send(_cmd(c.SetPresence, args=c.SetPresenceArgs(extension="101", profile="Napping")))
+    assert wrong.error is not None and wrong.error.code is ErrorCode.INVALID_ARGUMENT
+    assert "use one of: Available, Away" in wrong.error.message
+    nobody = await rig.client.send(_cmd(c.SetPresence, args=c.SetPresenceArgs(extension="555", profile="Away")))
+    assert nobody.error is not None and nobody.error.code is ErrorCode.NOT_FOUND
+
+
+async def test_call_history_recordings_and_chat_come_from_xapi(rig: Rig) -> None:
+    call = rig.sim.engine.place_call("+15550100", "101")
+    rig.sim.engine.answer(rig.sim.engine.participants("101")[0].id)
+    rig.sim.engine.hangup(call.callid)
+    rig.sim.add_chat_message("+15550100", "hello there", from_name="Dana")
+    history = await rig.client.query(c.CallHistory(pbx_id="main", args=c.CallHistoryArgs(extension="101")))
+    assert history.ok, history.error
+    [segment] = history.items
+    assert segment["from_number"] == "+15550100" and segment["to_dn"] == "101" and segment["answered"] is True
+    assert history.total == 1
+    none = await rig.client.query(c.CallHistory(pbx_id="main", args=c.CallHistoryArgs(extension="102")))
+    assert none.items == []
+    chat = await rig.client.query(c.ChatHistory(pbx_id="main"))
+    assert [(m["from_number"], m["text"]) for m in chat.items] == [("+15550100", "hello there")]
+    recordings = await rig.client.query(c.Recordings(pbx_id="main"))
+    assert recordings.ok and recordings.total is not None
 
 
 async def test_masterlinc_worker_runs_as_a_service_against_the_simulator(nats_server: str) -> None:
