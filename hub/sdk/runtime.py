@@ -77,6 +77,7 @@ class AgentRuntime:
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.handled = 0
+        self.skipped = 0
 
     @property
     def leases(self) -> LeaseKeeper:
@@ -241,6 +242,8 @@ class AgentRuntime:
 
     async def dispatch(self, event: ev.EventBase, replay: bool, position: int | None) -> None:
         if self.tracker is not None and await self.tracker.seen(event.event_id):
+            self.skipped += 1  # committed by an earlier delivery (or replayed): nothing to do
+            self.handled += 1
             return
         ctx = Context(self, event, replay=replay, position=position)
         try:

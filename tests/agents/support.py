@@ -47,6 +47,8 @@ class CallScript:
     leg: LegRef = field(default_factory=lambda: LegRef(dn=ROUTE_POINT, participant_id=7, legid=1))
     caller: str = "+15550100"
     did: str = "+15550199"
+    direction: Direction = Direction.INBOUND
+    party_dn_type: str = "Wexternalline"
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _ordinals: dict[str, int] = field(default_factory=dict)
 
@@ -71,13 +73,11 @@ class CallScript:
             status=status,
             party_caller_id=self.caller,
             party_did=self.did,
-            party_dn_type="Wexternalline",
+            party_dn_type=self.party_dn_type,
         )
 
     def created(self) -> ev.CallCreated:
-        data = ev.CallCreatedData(
-            direction=Direction.INBOUND, from_number=self.caller, to_number=self.did, did=self.did
-        )
+        data = ev.CallCreatedData(direction=self.direction, from_number=self.caller, to_number=self.did, did=self.did)
         return ev.CallCreated(**self._env("created"), data=data)
 
     def ringing(self) -> ev.CallRinging:
