@@ -122,7 +122,7 @@ async def bus_events(nc: Client, subject: str = subjects.EVENTS_ALL) -> list[ev.
     puller = await BatchPuller(nc, subjects.EVENTS_STREAM, info.name).start()
     out: list[ev.EventBase] = []
     try:
-        while len(out) < info.num_pending:
+        while len(out) < (info.num_pending or 0):
             msgs = await puller.fetch(1000, expires=1.0, idle=0.005)
             if not msgs:
                 break

@@ -4,7 +4,7 @@ redelivery and replay made harmless (database effects once, bus effects through 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from hub.eventlog.migrate import current, downgrade_async, upgrade, upgrade_async
-from hub.sdk import AlreadyHandled, CallAnswered, Context, Drop, RuntimeOptions, Tracker
+from hub.sdk import AlreadyHandled, CallAnswered, CommandResult, Context, Drop, RuntimeOptions, Tracker
 from hub.sdk.agent import Agent
 from tests.agents.support import FAST, CallScript, publish, running, worker_rig
 from tests.helpers import wait_until
@@ -153,7 +153,7 @@ async def test_a_redelivered_event_sends_its_command_once(nc: Client) -> None:
     """The command id derives from the event id: the retry's send is dropped by JetStream as a duplicate and its
     result read from the worker's idempotency record; the simulator's journal shows one drop."""
     agent = Agent("dropper")
-    results = []
+    results: list[CommandResult] = []
     crash_once = {"armed": True}
 
     @agent.on(CallAnswered)
@@ -179,5 +179,5 @@ async def _handled(runtime: object, count: int) -> bool:
     return bool(runtime.handled >= count)  # type: ignore[attr-defined]
 
 
-async def _len(items: list[object], count: int) -> bool:
+async def _len(items: Sequence[object], count: int) -> bool:
     return len(items) >= count
