@@ -18,6 +18,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "hub.sim.bench",
     "hub.adapter.bench",
     "hub.mcp.bench",
+    "hub.coordinator.bench",
 )
 
 

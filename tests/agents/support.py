@@ -18,11 +18,15 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from hub.bus import EventPublisher
+from hub.bus.kv import AGENTS, CALL_LEASES, open_bucket
 from hub.bus.pull import BatchPuller
 from hub.config import PbxConfig
+from hub.coordinator import AssignmentRules, Coordinator, CoordinatorConfig
 from hub.coordinator.guard import LeaseGuard
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
 from hub.sdk import Agent, AgentRuntime, RuntimeOptions, Tracker
+from hub.sdk.leases import LeaseStore
+from hub.sdk.registry import AgentRecord
 from hub.simulator import SimHandle, running_simulator
 from hub.worker.service import Worker, WorkerConfig
 from schemas import events as ev
@@ -216,3 +220,56 @@ async def fresh_connection(nats_url: str, name: str) -> AsyncIterator[Client]:
         yield nc
     finally:
         await nc.close()
+
+
+SAFE_ROUTE = "100"
+
+
+@contextlib.asynccontextmanager
+async def running_coordinator(nc: Client, rules: str | None = None, **config: Any) -> AsyncIterator[Coordinator]:
+    settings = {
+        "safe_route": SAFE_ROUTE,
+        "route_points": {PBX: ROUTE_POINT},
+        "claim_timeout_s": 0.5,
+        "lease_grace_s": 0.1,
+        "scan_interval_s": 0.05,
+        **config,
+    }
+    coordinator = Coordinator(
+        nc,
+        rules=AssignmentRules.parse(rules, "rules.yaml") if rules else None,
+        config=CoordinatorConfig(**settings),
+        runtime_options=FAST,
+    )
+    stopping = asyncio.Event()
+    task = asyncio.create_task(coordinator.run(stopping))
+    try:
+        with anyio.fail_after(10):
+            while not coordinator.ready.is_set():
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        yield coordinator
+    finally:
+        stopping.set()
+        with anyio.fail_after(10):
+            await task
+
+
+async def lease_owner(nc: Client, call_id: str) -> str | None:
+    held = await LeaseStore(await open_bucket(nc.jetstream(), CALL_LEASES)).get(PBX, call_id)
+    return held.lease.agent if held is not None else None
+
+
+async def agent_up(nc: Client, agent: str) -> bool:
+    kv = await open_bucket(nc.jetstream(), AGENTS)
+    try:
+        keys = await kv.keys()
+    except Exception:
+        return False
+    for key in keys:
+        if key.startswith(f"{agent}."):
+            entry = await kv.get(key)
+            if entry.value and AgentRecord.model_validate_json(entry.value).alive():
+                return True
+    return False

@@ -13,8 +13,7 @@ import pytest
 from nats.aio.client import Client
 
 from hub.sdk.discovery import AgentLoadError, AgentNotFoundError, available, load_agent
-from tests.agents.support import CLI, FAST, CallScript, cli_env, publish
-from tests.coordinator.test_ownership import _up, lease_owner
+from tests.agents.support import CLI, FAST, CallScript, agent_up, cli_env, lease_owner, publish
 from tests.helpers import wait_until
 
 AGENT_CODE = '''
@@ -85,7 +84,7 @@ async def test_a_third_party_agent_installed_as_a_package_is_found_and_run(
     assert "hello-agent" in out
     with subprocess.Popen([*CLI, "agent", "run", "hello"], env=env, stderr=subprocess.PIPE, text=True) as proc:  # noqa: ASYNC220
         try:
-            await wait_until(lambda: _up(nc, "hello"), timeout=30, what="the packaged agent to register")
+            await wait_until(lambda: agent_up(nc, "hello"), timeout=30, what="the packaged agent to register")
             call = CallScript()
             await publish(nc, call.ringing())
             await wait_until(lambda: _owner_is(nc, call.call_id, "hello"), what="the packaged agent's claim")

@@ -3,13 +3,30 @@ the safe route when nobody can take the call."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+from pathlib import Path
+
+import anyio
 import pytest
 from nats.aio.client import Client
 
 from hub.coordinator.service import CallView
 from hub.sdk import Agent, AgentAssigned, Context, Direction
-from tests.agents.support import PBX, CallScript, events_of, publish, running, worker_rig
-from tests.coordinator.test_ownership import SAFE_ROUTE, lease_owner, running_coordinator
+from tests.agents.support import (
+    CLI,
+    PBX,
+    SAFE_ROUTE,
+    CallScript,
+    agent_up,
+    cli_env,
+    events_of,
+    lease_owner,
+    publish,
+    running,
+    running_coordinator,
+    worker_rig,
+)
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
@@ -115,3 +132,24 @@ async def _true(value: object) -> bool:
 
 async def _is(awaitable: object, expected: object) -> bool:
     return bool(await awaitable == expected)  # type: ignore[misc]
+
+
+async def test_masterlinc_coordinator_runs_as_a_service_and_registers(
+    nc: Client, nats_server: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "assign.yaml"
+    rules.write_text(assign("voice"))
+    env = cli_env(
+        nats_server, ML_DATA_DIR=str(tmp_path), ML_COORDINATOR__SAFE_ROUTE="100", ML_AGENTS__HEARTBEAT_S="0.2"
+    )
+    cmd = [*CLI, "coordinator", "--rules", str(rules)]
+    with subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True) as proc:  # noqa: ASYNC220
+        try:
+            await wait_until(lambda: agent_up(nc, "coordinator"), timeout=30, what="the coordinator to register")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await anyio.to_thread.run_sync(proc.wait, 15)
+        assert proc.stderr is not None
+        logs = proc.stderr.read()
+    assert code == 0, logs[-2000:]
+    assert "no safe route" not in logs

@@ -3,11 +3,8 @@ the real worker with the KV lease guard against the simulator, checked in the si
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import signal
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +14,6 @@ import sqlalchemy as sa
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from hub.bus.kv import AGENTS, CALL_LEASES, open_bucket
-from hub.coordinator import AssignmentRules, Coordinator, CoordinatorConfig
 from hub.eventlog.migrate import upgrade_async
 from hub.eventlog.tables import agent_tracking
 from hub.sdk import (
@@ -35,61 +30,25 @@ from hub.sdk import (
     ErrorCode,
     RouteTo,
 )
-from hub.sdk.leases import LeaseStore
-from hub.sdk.registry import AgentRecord
 from tests.agents.support import (
     CLI,
     FAST,
     PBX,
     ROUTE_POINT,
+    SAFE_ROUTE,
     CallScript,
+    agent_up,
     cli_env,
     events_of,
+    lease_owner,
     publish,
     running,
+    running_coordinator,
     worker_rig,
 )
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
-
-SAFE_ROUTE = "100"
-
-
-@contextlib.asynccontextmanager
-async def running_coordinator(nc: Client, rules: str | None = None, **config: Any) -> AsyncIterator[Coordinator]:
-    settings = {
-        "safe_route": SAFE_ROUTE,
-        "route_points": {PBX: ROUTE_POINT},
-        "claim_timeout_s": 0.5,
-        "lease_grace_s": 0.1,
-        "scan_interval_s": 0.05,
-        **config,
-    }
-    coordinator = Coordinator(
-        nc,
-        rules=AssignmentRules.parse(rules, "rules.yaml") if rules else None,
-        config=CoordinatorConfig(**settings),
-        runtime_options=FAST,
-    )
-    stopping = asyncio.Event()
-    task = asyncio.create_task(coordinator.run(stopping))
-    try:
-        with anyio.fail_after(10):
-            while not coordinator.ready.is_set():
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        yield coordinator
-    finally:
-        stopping.set()
-        with anyio.fail_after(10):
-            await task
-
-
-async def lease_owner(nc: Client, call_id: str) -> str | None:
-    held = await LeaseStore(await open_bucket(nc.jetstream(), CALL_LEASES)).get(PBX, call_id)
-    return held.lease.agent if held is not None else None
 
 
 async def test_an_agents_command_on_a_call_it_does_not_own_is_refused_by_the_worker(nc: Client, nc2: Client) -> None:
@@ -211,7 +170,7 @@ async def test_a_sigkilled_owner_loses_its_lease_and_the_call_takes_the_safe_rou
     ):
         with subprocess.Popen([*CLI, "agent", "run", "template"], env=env, stderr=log_file) as agent:  # noqa: ASYNC220
             try:
-                await wait_until(lambda: _up(nc, "template"), timeout=30, what="the template agent to register")
+                await wait_until(lambda: agent_up(nc, "template"), timeout=30, what="the template agent to register")
                 await wait_until(lambda: _true(coordinator.is_up("template")), what="the coordinator to see it")
                 rig.sim.engine.place_call("+15550100", ROUTE_POINT)
                 call = CallScript(leg=rig.route_point_leg())
@@ -253,17 +212,3 @@ async def _true(value: object) -> bool:
 
 async def _is(awaitable: Any, expected: object) -> bool:
     return bool(await awaitable == expected)
-
-
-async def _up(nc: Client, agent: str) -> bool:
-    kv = await open_bucket(nc.jetstream(), AGENTS)
-    try:
-        keys = await kv.keys()
-    except Exception:
-        return False
-    for key in keys:
-        if key.startswith(f"{agent}."):
-            entry = await kv.get(key)
-            if entry.value and AgentRecord.model_validate_json(entry.value).alive():
-                return True
-    return False
