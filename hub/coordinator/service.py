@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,6 +29,7 @@ from typing import Any
 
 from nats.aio.client import Client
 
+from hub.bus import EventPublisher
 from hub.bus.kv import AGENTS, ASSIGNMENTS, CALL_LEASES, open_bucket
 from hub.coordinator.assignments import Assignment, AssignmentChanged, AssignmentStore, Stored, assignment_key
 from hub.coordinator.mirror import KvMirror
@@ -37,7 +39,7 @@ from hub.rules import CallContext
 from hub.sdk.agent import COORDINATOR, Agent, issuer
 from hub.sdk.context import Context
 from hub.sdk.leases import HeldLease, Lease, LeaseLostError, LeaseStore
-from hub.sdk.registry import AgentRecord, RegistryView
+from hub.sdk.registry import RegistryView
 from hub.sdk.runtime import AgentRuntime, RuntimeOptions
 from schemas import commands as c
 from schemas import events as ev
@@ -47,6 +49,7 @@ from schemas.identity import derived_command_id, derived_event_id
 log = get_logger(__name__)
 
 SAFE_ROUTE_ATTEMPTS = 3
+MAX_CALL_VIEWS = 100_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +97,7 @@ class Coordinator:
             _internal=True,
         )
         self.runtime = AgentRuntime(self.agent, nc, runtime_options)
-        self.calls: dict[tuple[str, str], CallView] = {}
+        self.calls: OrderedDict[tuple[str, str], CallView] = OrderedDict()  # bounded: a lost call.ended must not leak
         self.counts = {"assigned": 0, "escalated": 0, "lease_expired": 0, "safe_routed": 0}
         self._busy: set[str] = set()
         self._leases: LeaseStore | None = None
@@ -127,14 +130,11 @@ class Coordinator:
                     await view.stop()
 
     @property
-    def publisher(self) -> Any:
+    def publisher(self) -> EventPublisher:
         return self.runtime.publisher
 
     def is_up(self, agent: str) -> bool:
         return self._registry is not None and self._registry.is_up(agent)
-
-    def agents_up(self) -> list[AgentRecord]:
-        return self._registry.alive() if self._registry is not None else []
 
     # ------------------------------------------------------------------ event handlers
 
@@ -181,7 +181,13 @@ class Coordinator:
 
     def _view(self, event: ev.EventBase) -> CallView:
         assert event.call_id is not None
-        return self.calls.setdefault((event.pbx_id, event.call_id), CallView())
+        key = (event.pbx_id, event.call_id)
+        view = self.calls.get(key)
+        if view is None:
+            view = self.calls[key] = CallView()
+            while len(self.calls) > MAX_CALL_VIEWS:
+                self.calls.popitem(last=False)
+        return view
 
     @property
     def _lease_store(self) -> LeaseStore:

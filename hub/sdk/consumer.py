@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from prometheus_client import Counter, Histogram
 
 from hub.bus import REPLAY_HEADER
 from hub.bus.pull import BatchPuller
@@ -27,6 +29,11 @@ from schemas.codec import DecodeError, parse_event
 from schemas.events import EventBase
 
 log = get_logger(__name__)
+
+EVENTS = Counter("ml_agent_events_total", "Feed events an agent replica took, by outcome", ["agent", "outcome"])
+HANDLE_SECONDS = Histogram(
+    "ml_agent_handle_seconds", "Time to handle one event", ["agent"], buckets=(0.001, 0.005, 0.02, 0.1, 0.5, 2, 10)
+)
 
 Dispatch = Callable[[EventBase, bool, int | None], Awaitable[None]]
 
@@ -97,6 +104,7 @@ class PartitionConsumer:
         replay = REPLAY_HEADER in headers
         if replay and not self._options.backfill:
             self.dropped_replays += 1
+            EVENTS.labels(self._options.agent, "replay_dropped").inc()
             await msg.ack()
             return
         try:
@@ -105,6 +113,7 @@ class PartitionConsumer:
             await self._dead_letter(msg, f"not a valid event: {exc.reason}")
             return
         position = source_position(headers)
+        started = time.perf_counter()
         delay = 0.2
         for attempt in range(1, self._options.attempts + 1):
             try:
@@ -122,6 +131,8 @@ class PartitionConsumer:
                 await self._run_alive(msg, asyncio.sleep(delay))
                 delay = min(delay * 2, 5.0)
         self.handled += 1
+        EVENTS.labels(self._options.agent, "handled").inc()
+        HANDLE_SECONDS.labels(self._options.agent).observe(time.perf_counter() - started)
         await msg.ack()
 
     async def _run_alive(self, msg: Msg, work: Awaitable[None]) -> None:
@@ -142,6 +153,7 @@ class PartitionConsumer:
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         self.dead_letters += 1
+        EVENTS.labels(self._options.agent, "dead_lettered").inc()
         source = f"agent-{self._options.agent}"
         headers = {
             "Ml-Reason": reason[:1000],

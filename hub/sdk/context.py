@@ -10,7 +10,7 @@ event being handled, so a redelivery or a replay of that event repeats nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -196,6 +196,12 @@ class Context:
         )
         await self._runtime.publisher.publish(event)
         return event
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str = "") -> None:
+        """Run long work (a conversation, a wait) beside the handlers, so this call's partition moves on. The task is
+        cancelled when the call ends or the replica stops. Commands it sends through this context need distinct
+        ``purpose`` values (their ids derive from this event)."""
+        self._runtime.spawn(self.pbx_id, self.call_id, work, name)
 
     # ------------------------------------------------------------------ database
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from nats.aio.client import Client
 
@@ -78,6 +80,43 @@ class AgentRuntime:
         self.ready = asyncio.Event()
         self.handled = 0
         self.skipped = 0
+        self._tasks: dict[tuple[str, str], set[asyncio.Task[None]]] = {}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """What this replica did with feed events so far (also on /metrics as ml_agent_events_total)."""
+        consumers = self._consumer_objs.values()
+        return {
+            "handled": self.handled,
+            "skipped": self.skipped,
+            "replays_dropped": sum(c.dropped_replays for c in consumers),
+            "dead_letters": sum(c.dead_letters for c in consumers),
+        }
+
+    def spawn(self, pbx_id: str, call_id: str | None, work: Coroutine[Any, Any, None], name: str = "") -> None:
+        """Run ``work`` beside the handlers (long work must not hold the partition): the task is cancelled when its
+        call ends or the replica stops; an exception is logged."""
+        key = (pbx_id, call_id or "")
+        task = asyncio.create_task(work, name=name or f"{self.agent.name}-{call_id}")
+        self._tasks.setdefault(key, set()).add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            tasks = self._tasks.get(key)
+            if tasks is not None:
+                tasks.discard(done)
+                if not tasks:
+                    self._tasks.pop(key, None)
+            if not done.cancelled() and done.exception() is not None:
+                log.error("agent task failed", agent=self.agent.name, call_id=call_id, error=repr(done.exception()))
+
+        task.add_done_callback(finished)
+
+    def _cancel_tasks(self, key: tuple[str, str] | None = None) -> list[asyncio.Task[None]]:
+        keys = [key] if key is not None else list(self._tasks)
+        cancelled = [t for k in keys for t in self._tasks.pop(k, set())]
+        for task in cancelled:
+            task.cancel()
+        return cancelled
 
     @property
     def leases(self) -> LeaseKeeper:
@@ -143,6 +182,9 @@ class AgentRuntime:
         log.info("agent started", agent=self.agent.name, replica=self.replica, partitions=sorted(self.owned_partitions))
 
     async def _stop(self) -> None:
+        for task in self._cancel_tasks():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         for consumer in self._consumer_objs.values():
             consumer.stop()  # each finishes the event it is handling
         tasks = [t for t in self._consumers.values() if not t.done()]
@@ -253,8 +295,10 @@ class AgentRuntime:
                 await self._handed_over(event, ctx)
             for handler in self.agent.handlers_for(event, ctx.owns):
                 await handler(event, ctx)
-            if isinstance(event, ev.CallEnded) and event.call_id and ctx.owns:
-                await self.leases.release(event.pbx_id, event.call_id, reason="call ended", trigger=event.event_id)
+            if isinstance(event, ev.CallEnded) and event.call_id:
+                self._cancel_tasks((event.pbx_id, event.call_id))
+                if ctx.owns:
+                    await self.leases.release(event.pbx_id, event.call_id, reason="call ended", trigger=event.event_id)
         except AlreadyHandled:
             pass
         self.handled += 1

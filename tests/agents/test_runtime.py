@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
+from collections.abc import Awaitable
+from typing import Any
 
 import pytest
 from nats.aio.client import Client
@@ -66,15 +68,19 @@ async def test_per_call_order_holds_with_two_replicas_that_split_the_calls(nc: C
 
     options = RuntimeOptions(partitions=8, heartbeat_s=0.2, ack_wait_s=5.0, pbx_ids=(PBX,))
     async with running(make_agent(), nc, options) as a, running(make_agent(), nc2, options) as b:
-        await wait_until(
-            lambda: _true(
-                a.active_partitions
-                and b.active_partitions
-                and not (a.active_partitions & b.active_partitions)
-                and a.active_partitions | b.active_partitions == frozenset(range(8))
-            ),
-            what="the two replicas to split the partitions",
-        )
+        try:
+            await wait_until(
+                lambda: _true(
+                    a.active_partitions
+                    and b.active_partitions
+                    and not (a.active_partitions & b.active_partitions)
+                    and a.active_partitions | b.active_partitions == frozenset(range(8))
+                ),
+                what="the two replicas to split the partitions",
+            )
+        except AssertionError as exc:
+            state = {r.replica: (sorted(r.owned_partitions), sorted(r.active_partitions)) for r in (a, b)}
+            raise AssertionError(f"{exc}: owned/active per replica {state}") from None
         calls = [CallScript() for _ in range(24)]
         per_call = 8
         events = [call.updated(str(i)) for i in range(per_call) for call in calls]  # interleaved across calls
@@ -115,7 +121,7 @@ async def test_replayed_events_are_dropped_unless_the_agent_runs_with_backfill(n
         await publish(nc, fresh)
         await wait_until(lambda: _true(len(backfilled) == 2), what="the backfill agent to see both")
         await wait_until(lambda: _true(len(live) == 1), what="the acting agent to see the live event")
-        dropped = sum(c.dropped_replays for c in acting_runtime._consumer_objs.values())
+        dropped = acting_runtime.counts["replays_dropped"]
     assert live == [str(fresh.event_id)]
     assert sorted(backfilled) == sorted([(str(replayed.event_id), True), (str(fresh.event_id), False)])
     assert dropped == 1
@@ -145,6 +151,7 @@ async def test_two_agents_competing_for_a_call_get_one_owner(nc: Client, nc2: Cl
             held = await store.get(PBX, call.call_id)
             assert held is not None
             assert held.lease.agent == winner
+        await wait_until(lambda: _count(events_of(nc, AgentClaimedCall), len(calls)), what="the agent.claimed events")
         claimed = await events_of(nc, AgentClaimedCall)
     by_call = defaultdict(list)
     for event in claimed:
@@ -173,6 +180,7 @@ async def test_a_lease_is_renewed_while_held_and_released_when_the_call_ends(nc:
         assert not held.lease.expired()
         await publish(nc, call.ended())
         await wait_until(lambda: _no_lease(store, call.call_id), what="the release at call end")
+        await wait_until(lambda: _any(events_of(nc, ev.AgentReleasedCall, call.call_id)), what="agent.released")
         released = await events_of(nc, ev.AgentReleasedCall, call.call_id)
     assert [e.data.reason for e in released] == ["call ended"]
 
@@ -226,6 +234,14 @@ async def _true(value: object) -> bool:
     return bool(value)
 
 
+async def _any(awaitable: Awaitable[list[Any]]) -> bool:
+    return bool(await awaitable)
+
+
+async def _count(awaitable: Awaitable[list[Any]], at_least: int) -> bool:
+    return len(await awaitable) >= at_least
+
+
 async def _has_lease(store: LeaseStore, call_id: str) -> bool:
     return await store.get(PBX, call_id) is not None
 
@@ -242,3 +258,44 @@ async def _renewed(store: LeaseStore, call_id: str, revision: int) -> bool:
 async def _beaten(kv: KeyValue, key: str, revision: int) -> bool:
     entry = await kv.get(key)
     return (entry.revision or 0) >= revision
+
+
+async def test_work_spawned_for_a_call_runs_beside_the_handlers_and_stops_when_the_call_ends(nc: Client) -> None:
+    agent = Agent("talker")
+    started, cancelled, later = asyncio.Event(), asyncio.Event(), []
+
+    async def conversation() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # a long conversation
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    @agent.on(CallAnswered)
+    async def answered(event: CallAnswered, ctx: Context) -> None:
+        ctx.spawn(conversation())
+
+    @agent.on(ParticipantUpdated)
+    async def updated(event: ParticipantUpdated, ctx: Context) -> None:
+        later.append(event.data.changed[0])  # the partition was not held by the running conversation
+
+    call = CallScript()
+    async with running(agent, nc):
+        await publish(nc, call.answered(), call.updated("next"))
+        await wait_until(lambda: _true(started.is_set() and later == ["next"]), what="both to run")
+        assert not cancelled.is_set()
+        await publish(nc, call.ended())
+        await wait_until(lambda: _true(cancelled.is_set()), what="the task to be cancelled at call end")
+
+
+def test_a_replica_that_stops_beating_counts_as_down() -> None:
+    from datetime import timedelta
+
+    from schemas.common import utcnow
+
+    now = utcnow()
+    record = AgentRecord(agent="a", replica="r", started_at=now, beat_at=now, heartbeat_s=0.2, down_after_beats=3)
+    assert record.alive(now + timedelta(seconds=0.5))
+    assert not record.alive(now + timedelta(seconds=0.7))
+    assert not record.model_copy(update={"health": "stopping"}).alive(now)

@@ -140,6 +140,7 @@ async def test_handoff_to_another_agent_carries_context_then_to_a_person_with_a_
             "transferto",
         ]
         assert await lease_owner(nc, call.call_id) is None  # with a person now
+        await wait_until(lambda: _two(events_of(nc, AgentHandedOff, call.call_id)), what="both agent.handed_off")
         handoffs = await events_of(nc, AgentHandedOff, call.call_id)
     assert [(e.data.from_agent, e.data.to_agent, e.data.to_extension) for e in handoffs] == [
         ("reception", "billing", None),
@@ -178,6 +179,7 @@ async def test_a_sigkilled_owner_loses_its_lease_and_the_call_takes_the_safe_rou
                 await wait_until(lambda: _is(lease_owner(nc, call.call_id), "template"), what="the agent's claim")
                 agent.send_signal(signal.SIGKILL)
                 await anyio.to_thread.run_sync(agent.wait, 10)
+                await wait_until(lambda: _true(not coordinator.is_up("template")), what="its beats to stop counting")
                 await wait_until(lambda: _true(rig.requests("/routeto")), what="the safe route on the PBX")
             finally:
                 if agent.poll() is None:
@@ -204,6 +206,10 @@ async def test_a_sigkilled_owner_loses_its_lease_and_the_call_takes_the_safe_rou
         await engine.dispose()
     assert [tuple(n) for n in notes] == [(call.call_id, "assigned")]
     assert [tuple(t) for t in tracked] == [("template", "agent.assigned")]
+
+
+async def _two(awaitable: Any) -> bool:
+    return len(await awaitable) >= 2
 
 
 async def _true(value: object) -> bool:
