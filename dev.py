@@ -36,7 +36,16 @@ def _ensure_venv() -> None:
         return
     print("installing masterlinc and its development tools into .venv ...", file=sys.stderr)
     subprocess.run(  # noqa: S603 - our own venv's python
-        [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", ".[dev]"],
+        [
+            str(BIN / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-e",
+            ".[dev,voice,voice-piper]",
+        ],
         cwd=ROOT,
         check=True,
     )

@@ -13,7 +13,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from hub.cli_support import fail, not_built, settings_or_exit
+from hub.cli_support import fail, settings_or_exit
 
 app = typer.Typer(
     name="masterlinc",
@@ -270,8 +270,15 @@ def recorder() -> None:
 
 @app.command("ingest")
 def ingest() -> None:
-    """Turn each configured PBX's websocket and REST state into typed events."""
-    not_built("ingest", 7)
+    """Turn each configured PBX's websocket and REST state into typed events (one active adapter per PBX)."""
+    from hub.ingest.service import run_ingest_service
+
+    settings = settings_or_exit()
+    try:
+        code = asyncio.run(run_ingest_service(settings))
+    except ValueError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
 
 
 @app.command("worker")
@@ -341,17 +348,28 @@ def sim(
     finalstatus: Annotated[str | None, typer.Option(help="string or number")] = None,
     sequence: Annotated[str | None, typer.Option(help="per_connection, global or gaps")] = None,
     repeat_upserts: Annotated[float | None, typer.Option(help="Re-send upserts every N seconds (3CX: ~0.75)")] = None,
+    scenario: Annotated[Path | None, typer.Option(help="YAML scenario to play (calls, speech, faults, load)")] = None,
+    speed: Annotated[float | None, typer.Option(help="Simulated time runs this many times real time")] = None,
+    wait_for_client: Annotated[bool, typer.Option(help="Start the scenario when a websocket client connects")] = True,
+    exit_after: Annotated[bool, typer.Option(help="Exit when the scenario has run")] = False,
 ) -> None:
-    """Run the built-in 3CX V20 simulator (Call Control REST + websocket)."""
+    """Run the built-in 3CX V20 simulator (Call Control REST, websocket and audio, XAPI), optionally a scenario."""
     from pydantic import ValidationError
 
     from hub.simulator.cli import load_config, serve
+    from hub.simulator.scenario import ScenarioError, load_scenario
 
     try:
-        sim_config = load_config(config, finalstatus=finalstatus, sequence=sequence, repeat_upserts_s=repeat_upserts)
+        played = load_scenario(scenario) if scenario is not None else None
+    except ScenarioError as exc:
+        fail(f"bad scenario: {exc}")
+    try:
+        sim_config = load_config(config, played, finalstatus=finalstatus, sequence=sequence,
+                                 repeat_upserts_s=repeat_upserts, clock_speed=speed)  # fmt: skip
     except (OSError, ValueError, ValidationError) as exc:
         fail(f"bad simulator configuration: {exc}")
-    asyncio.run(serve(sim_config, host, port))
+    raise typer.Exit(asyncio.run(serve(sim_config, host, port, scenario=played, wait_for_client=wait_for_client,
+                                       exit_after=exit_after)))  # fmt: skip
 
 
 @mcp_app.command("serve")

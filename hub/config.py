@@ -93,6 +93,11 @@ class RecorderConfig(Section):
 
 
 class WorkerSettings(Section):
+    token_source: Literal["owner", "own"] = Field(
+        default="owner",
+        description="owner: ask the ingest leader for the PBX token (D§6: 3CX keeps one token per API client); "
+        "own: fetch its own (only with an API client of its own)",
+    )
     rate_per_second: int = Field(default=20, ge=0, description="Commands per second per PBX, all workers (0: off)")
     ack_wait_s: float = Field(default=30.0, gt=0)
     takeover_grace_s: float = Field(default=5.0, ge=0)
@@ -131,6 +136,26 @@ class CoordinatorSettings(Section):
 
     def safe_route_for(self, pbx_id: str) -> str | None:
         return self.safe_routes.get(pbx_id, self.safe_route)
+
+
+class IngestConfig(Section):
+    """The adapter: how hard it reads the PBX, how long it holds events while NATS is down, and the rows of the
+    participant-to-event mapping that 3CX leaves unverified (docs/ingest.md)."""
+
+    connected_on_arrival: Literal["answered", "ringing_then_answered"] = Field(
+        default="answered",
+        description="A leg first seen Connected (route-point inbound legs arrive so): call.answered alone, or "
+        "call.ringing then call.answered",
+    )
+    call_end_grace_s: float = Field(default=0.5, ge=0, description="A call is over this long after its last leg")
+    max_reads_inflight: int = Field(default=8, ge=1, le=256, description="Concurrent REST reads per PBX")
+    list_threshold: int = Field(default=3, ge=2, description="Waiting participants of one DN read as one list")
+    outbox_max: int = Field(default=50_000, ge=100, description="Events held while NATS is down (then: resync)")
+    leader_lease_s: float = Field(default=10.0, gt=0)
+    ping_interval_s: float = Field(default=5.0, gt=0, description="Websocket ping (3CX's sample: 5 s)")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="Cap of the reconnect backoff")
+    reappear_window_s: float = Field(default=3600.0, ge=0, description="A 3CX callid back within this is the same call")
+    persist_interval_s: float = Field(default=0.2, gt=0, description="How often acknowledged state is saved to KV")
 
 
 class MessagingConfig(Section):
@@ -172,6 +197,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
     coordinator: CoordinatorSettings = Field(default_factory=CoordinatorSettings)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
 
     @field_validator("pbxs", mode="before")
     @classmethod

@@ -194,6 +194,19 @@ class ParticipantUpdated(EventBase):
     data: ParticipantUpdatedData
 
 
+class LegRemovedData(Model):
+    participant: Participant
+    reason: str = Field(default="", description="Why, when the hub knows (a command it carried out); else empty.")
+
+
+class CallLegRemoved(EventBase):
+    DOMAIN, NAME, VERSION = "call", "leg_removed", 1
+    DESCRIPTION = "A leg left the call (hung up, answered elsewhere, transferred, dropped); call.ended follows."
+    type: Literal["call.leg_removed"] = "call.leg_removed"
+    schema_version: Literal[1] = 1
+    data: LegRemovedData
+
+
 class DtmfData(Model):
     digits: str = Field(pattern=r"^[0-9*#A-Da-d]+$")
 
@@ -568,6 +581,7 @@ Event = Annotated[
     | CallDiverted
     | CallEnded
     | ParticipantUpdated
+    | CallLegRemoved
     | DtmfReceived
     | PresenceChanged
     | MessageReceived
@@ -605,6 +619,7 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     CallDiverted,
     CallEnded,
     ParticipantUpdated,
+    CallLegRemoved,
     DtmfReceived,
     PresenceChanged,
     MessageReceived,

@@ -35,6 +35,7 @@ EVENT_DATA: dict[type[e.EventBase], dict[str, Any]] = {
     e.CallDiverted: {"to": "103", "reason": "NoAnswer"},
     e.CallEnded: {"cause": "completed", "answered": True, "talk_seconds": 12.5, "ring_seconds": 3.0},
     e.ParticipantUpdated: {"participant": PARTICIPANT, "changed": ["party_caller_name"]},
+    e.CallLegRemoved: {"participant": PARTICIPANT, "reason": "dropped"},
     e.DtmfReceived: {"digits": "12#"},
     e.PresenceChanged: {"extension": "101", "profile": "Away", "registered": True, "previous_profile": "Available"},
     e.MessageReceived: {"conversation_id": "c1", "message_id": "m1", "from_number": "+15550100", "text": "hi"},

@@ -32,6 +32,17 @@ async def wait_until(
         raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}") from None
 
 
+async def eventually(
+    condition: Callable[[], bool], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> None:
+    """:func:`wait_until` for a plain (synchronous) condition on in-process state."""
+
+    async def check() -> bool:
+        return condition()
+
+    await wait_until(check, timeout=timeout, interval=interval, what=what)
+
+
 @dataclass
 class PrivatePostgres:
     """A throwaway PostgreSQL cluster on a free port (Debian's binaries, run as the postgres user)."""

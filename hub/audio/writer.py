@@ -34,6 +34,7 @@ class PacedWriter:
         self.played_ms = 0.0  # audio (not idle silence) yielded since the last clear
         self.cleared_ms = 0.0  # audio dropped by clear()
         self.drained = asyncio.Event()  # set when the last queued frame has been yielded
+        self._start: float | None = None
 
     def write(self, pcm: bytes) -> None:
         """Queue s16le 8 kHz audio; it is cut into 20 ms frames."""
@@ -69,12 +70,26 @@ class PacedWriter:
         self._wake.set()
 
     @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
     def queued_ms(self) -> float:
         return (sum(len(f) for f in self._frames) + len(self._partial)) / BYTES_PER_MS
 
+    @property
+    def ahead_ms(self) -> float:
+        """How far the stream sent so far runs ahead of real time (what the far end has buffered, at most)."""
+        if self._start is None:
+            return 0.0
+        return max(0.0, self.sent_ms - (self._clock() - self._start) * 1000)
+
     async def frames(self) -> AsyncIterator[bytes]:
-        """The POST body: frames paced so the stream never runs more than ``lead_ms`` ahead of real time."""
-        start = self._clock()
+        """The POST body: frames paced so the stream never runs more than ``lead_ms`` ahead of real time.
+
+        Calling it again (a new POST after a broken one) resumes the clock where the stream is now, not at zero.
+        """
+        start = self._start = self._clock() - self.sent_ms / 1000
         while not self._cancelled:
             ahead = self.sent_ms / 1000 - (self._clock() - start)
             if ahead > self._lead_s:

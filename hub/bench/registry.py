@@ -19,6 +19,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "hub.adapter.bench",
     "hub.mcp.bench",
     "hub.coordinator.bench",
+    "agents.basma.bench",
 )
 
 

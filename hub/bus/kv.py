@@ -19,6 +19,7 @@ class Bucket:
 
 
 CALL_IDS = Bucket("ML_CALLIDS", 7 * 86400, "(pbx, 3CX callid, first seen) -> hub call_id")
+INGEST_STATE = Bucket("ML_INGEST", 7 * 86400, "the adapter's state of each active call (legs, emitted transitions)")
 LEADERS = Bucket("ML_LEADERS", None, "one active adapter per PBX: leader leases and epochs")
 CALL_LEASES = Bucket("ML_LEASES", None, "call ownership leases of agents")
 AGENTS = Bucket("ML_AGENTS", 3600, "agent registry and heartbeats")
@@ -27,7 +28,7 @@ INFLIGHT = Bucket("ML_INFLIGHT", 86400, "commands a worker has started on the PB
 IDEMPOTENCY = Bucket("ML_IDEMPOTENCY", 86400, "command results by issuer and idempotency key (24 h window)")
 RATE = Bucket("ML_RATE", 120, "per-PBX command rate windows shared by all workers")
 
-ALL_BUCKETS = (CALL_IDS, LEADERS, CALL_LEASES, AGENTS, ASSIGNMENTS, INFLIGHT, IDEMPOTENCY, RATE)
+ALL_BUCKETS = (CALL_IDS, INGEST_STATE, LEADERS, CALL_LEASES, AGENTS, ASSIGNMENTS, INFLIGHT, IDEMPOTENCY, RATE)
 
 
 async def open_bucket(

@@ -157,8 +157,8 @@ class Coordinator:
             if not isinstance(event, ev.ParticipantUpdated):
                 await self._consider(event, view)
 
-        @agent.on(ev.CallTransferred, ev.CallDiverted)
-        async def leg_gone(event: ev.CallTransferred | ev.CallDiverted, ctx: Context) -> None:
+        @agent.on(ev.CallTransferred, ev.CallDiverted, ev.CallLegRemoved)
+        async def leg_gone(event: ev.CallTransferred | ev.CallDiverted | ev.CallLegRemoved, ctx: Context) -> None:
             view = self._view(event)
             if event.leg is not None:
                 view.legs.pop(event.leg.key, None)

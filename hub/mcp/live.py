@@ -41,7 +41,15 @@ from nats.aio.subscription import Subscription as NatsSubscription
 
 from hub.logs import get_logger
 from schemas.codec import DecodeError, parse_event
-from schemas.events import CallAnswered, CallEnded, CallParked, CallResumed, CallRinging, ParticipantUpdated
+from schemas.events import (
+    CallAnswered,
+    CallEnded,
+    CallLegRemoved,
+    CallParked,
+    CallResumed,
+    CallRinging,
+    ParticipantUpdated,
+)
 from schemas.subjects import PREFIX, parse_event_subject
 from schemas.tokens import check_pbx_id
 
@@ -134,6 +142,9 @@ class CallView:
             call = self._call(event.call_id)
             key = (participant.dn, participant.participant_id)
             call.legs[key] = LegState(participant.dn, participant.participant_id, participant.legid, participant.status)
+        elif isinstance(event, CallLegRemoved):
+            participant = event.data.participant
+            self._call(event.call_id).legs.pop((participant.dn, participant.participant_id), None)
         elif isinstance(event, CallParked):
             call = self._call(event.call_id)
             call.parked_orbit = event.data.orbit

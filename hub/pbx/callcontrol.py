@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 
 from hub.pbx.errors import PbxError, PbxUnavailable, from_status
-from hub.pbx.token import TokenProvider
+from hub.pbx.token import TokenSource
 
 SUCCESS = {"success", "1"}
 
@@ -22,7 +22,7 @@ def succeeded(finalstatus: object) -> bool:
 
 
 class CallControlClient:
-    def __init__(self, http: httpx.AsyncClient, tokens: TokenProvider) -> None:
+    def __init__(self, http: httpx.AsyncClient, tokens: TokenSource) -> None:
         self._http = http
         self._tokens = tokens
         self.requests = 0

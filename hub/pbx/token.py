@@ -10,12 +10,24 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import httpx
 
 from hub.pbx.errors import PbxUnauthorized, PbxUnavailable
 
 REFRESH_AHEAD_S = 300.0
+
+
+class TokenSource(Protocol):
+    """Where a REST or websocket client gets its bearer token: this process's own :class:`TokenProvider`, or the
+    token owner over the bus (:class:`hub.pbx.broker.BrokeredTokens`)."""
+
+    async def token(self) -> str: ...
+
+    async def refresh(self, stale: str | None) -> str:
+        """After a 401: a new token, unless someone already replaced ``stale``."""
+        ...
 
 
 def jwt_expiry(token: str) -> float | None:
@@ -37,7 +49,8 @@ class TokenProvider:
         self._secret = client_secret
         self._clock = clock
         self._token: str | None = None
-        self._expires = 0.0
+        self._expires = 0.0  # when to fetch again (ahead of the real expiry)
+        self.expires_at = 0.0  # the token's own expiry (JWT exp)
         self._lock = asyncio.Lock()
         self.fetches = 0
 
@@ -77,6 +90,7 @@ class TokenProvider:
         expiry = jwt_expiry(token) or now + float(body.get("expires_in", 60))
         lifetime = max(1.0, expiry - now)
         self._token = token
+        self.expires_at = now + lifetime
         self._expires = now + max(lifetime / 2, lifetime - REFRESH_AHEAD_S)
         self.fetches += 1
         return token

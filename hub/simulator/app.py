@@ -1,6 +1,8 @@
-"""The simulator's HTTP and websocket surface: /connect/token and the Call Control API, as 3CX V20 answers them.
+"""The simulator's HTTP and websocket surface: /connect/token, the Call Control API (REST, websocket, participant
+audio streams) and the XAPI subset, as 3CX V20 answers them.
 
 Only the documented endpoints exist; anything else (``/hold``, ``/record/start``...) is a 404, as on a real PBX.
+Call Control and XAPI can each be switched off (403), as on an unlicensed PBX or an integration without that box.
 """
 
 from __future__ import annotations
@@ -8,20 +10,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import itertools
 import json
 import random
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hub.simulator.auth import TokenIssuer
+from hub.simulator.clock import SimClock
+from hub.simulator.directory import Directory
+from hub.simulator.driving import driving_routes
 from hub.simulator.engine import CallEngine, ChangeKind, Leg, SimError
+from hub.simulator.faults import Faults, retry_after_header
+from hub.simulator.media import Media, Utterance
+from hub.simulator.sound import Synthesizer, read_wav, tone_synthesizer
+from hub.simulator.streams import StreamRoutes
+from hub.simulator.xapi import XapiRoutes
 
 EVENT_TYPE = {"upsert": 0, "remove": 1, "dtmf": 2}
 ACTIONS = {"drop", "answer", "divert", "routeto", "transferto", "attach_participant_data"}
@@ -32,16 +45,27 @@ def _error(status: int, reason: str) -> JSONResponse:
 
 
 class Simulator:
-    """Ties the engine to HTTP: auth, routes, websocket fan-out, repeated upserts."""
+    """Ties the engine to HTTP: auth, routes, websocket fan-out, repeated upserts, media, the XAPI directory."""
 
-    def __init__(self, engine: CallEngine) -> None:
+    def __init__(self, engine: CallEngine, *, synthesizer: Synthesizer = tone_synthesizer) -> None:
         self.engine = engine
         self.config = engine.config
+        self.clock = engine.clock if isinstance(engine.clock, SimClock) else SimClock()
         self.tokens = TokenIssuer(self.config, engine.clock)
         self._connections: set[_Connection] = set()
         self._global_seq = itertools.count(1)
         self._random = random.Random(self.config.seed)
+        self.frames_sent = 0  # websocket frames queued to open connections (tests wait for the hub to read them)
         engine.subscribe(self._on_change)
+        self.media = Media(engine)
+        self.directory = Directory(engine)
+        self.synthesizer = synthesizer
+        self.streams = StreamRoutes(self)
+        self.xapi = XapiRoutes(self, self.directory)
+        self.faults = Faults(self)
+        self._held = 0  # frames held back by a reorder fault
+        self.client_connected = asyncio.Event()  # set by the first websocket client
+        self._flush_timer: asyncio.TimerHandle | None = None
         self.app = Starlette(
             routes=[
                 Route("/connect/token", self.token, methods=["POST"]),
@@ -53,10 +77,34 @@ class Simulator:
                 Route("/callcontrol/{dn}/makecall", self.makecall, methods=["POST"]),
                 Route("/callcontrol/{dn}/participants", self.get_participants, methods=["GET"]),
                 Route("/callcontrol/{dn}/participants/{pid:int}", self.get_participant, methods=["GET"]),
+                Route("/callcontrol/{dn}/participants/{pid:int}/stream", self.streams.get, methods=["GET"]),
+                Route("/callcontrol/{dn}/participants/{pid:int}/stream", self.streams.post, methods=["POST"]),
                 Route("/callcontrol/{dn}/participants/{pid:int}/{action}", self.action, methods=["POST"]),
                 WebSocketRoute("/callcontrol/ws", self.websocket),
+                Route("/xapi/v1/{rest:path}", self.xapi.handle, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
+                Mount("/_sim", routes=driving_routes(self)),
             ]
         )
+        self.asgi: ASGIApp = _FaultLayer(self, self.app)  # what uvicorn serves: faults in front of the routes
+
+    async def say(
+        self, participant_id: int, text: str | None = None, *, pcm: bytes | None = None, wav: Path | None = None,
+        label: str = "",
+    ) -> Utterance:  # fmt: skip
+        """The remote party of a Connected leg speaks: ``text`` through the synthesizer, raw s16le 8 kHz ``pcm``,
+        or a ``wav`` file."""
+        if sum(x is not None for x in (text, pcm, wav)) != 1:
+            raise ValueError("say() takes exactly one of text, pcm or wav")
+        if text is not None:
+            produced = self.synthesizer(text)
+            audio = await produced if inspect.isawaitable(produced) else produced
+            label = label or text
+        elif wav is not None:
+            audio = read_wav(wav)
+            label = label or wav.name
+        else:
+            audio = pcm or b""
+        return self.media.say(participant_id, bytes(audio), label=label)
 
     # ------------------------------------------------------------------ helpers
 
@@ -70,6 +118,8 @@ class Simulator:
     def _authorized(self, request: Request) -> JSONResponse | None:
         if not self.tokens.valid(request.headers.get("authorization")):
             return _error(401, "Unauthorized")
+        if not self.config.call_control_enabled:
+            return _error(403, "3CX Call Control API access is not enabled for this client")
         return None
 
     def _scope(self, dn: str) -> JSONResponse | None:
@@ -103,6 +153,7 @@ class Simulator:
         if issued is None:
             body = {"error": "invalid_client", "error_description": "invalid client_id or client_secret"}
             return self._respond(request, JSONResponse(body, status_code=400))
+        self.enforce_token_revocation()
         return self._respond(request, JSONResponse(issued))
 
     async def list_dns(self, request: Request) -> Response:
@@ -228,21 +279,66 @@ class Simulator:
     # ------------------------------------------------------------------ websocket
 
     async def websocket(self, websocket: WebSocket) -> None:
+        refused = self.faults.ws_refused()
+        if refused is not None:
+            self._ws_journal("refused", status=refused)
+            body = {"reasontext": "Unauthorized" if refused == 401 else "Service Unavailable"}
+            await websocket.send_denial_response(JSONResponse(body, status_code=refused))
+            return
         if not self.tokens.valid(websocket.headers.get("authorization")):
+            self._ws_journal("refused", status=401)
             await websocket.send_denial_response(JSONResponse({"reasontext": "Unauthorized"}, status_code=401))
             return
+        if not self.config.call_control_enabled:
+            denied = JSONResponse({"reasontext": "3CX Call Control API access is not enabled"}, status_code=403)
+            await websocket.send_denial_response(denied)
+            return
         await websocket.accept()
-        connection = _Connection(websocket, self)
+        connection = _Connection(websocket, self, websocket.headers.get("authorization", ""))
         self._connections.add(connection)
+        self.client_connected.set()
+        self._ws_journal("connected", connections=len(self._connections))
         try:
             await connection.run()
         finally:
             self._connections.discard(connection)
+            self._ws_journal("closed", connections=len(self._connections))
+
+    def _ws_journal(self, action: str, **detail: Any) -> None:
+        self.engine.journal.add(self.clock(), "ws", detail={"action": action, **detail})
 
     def _on_change(self, kind: ChangeKind, leg: Leg, attached: dict[str, Any] | None) -> None:
         entity = f"/callcontrol/{leg.dn}/participants/{leg.id}"
+        copies = self.faults.frame_copies() if self._connections else 1
+        window = self.faults.reorder_window() if self._connections else 1
         for connection in list(self._connections):
-            connection.push(EVENT_TYPE[kind], entity, attached)
+            connection.push(EVENT_TYPE[kind], entity, attached, copies=copies, hold=window > 1)
+        if window > 1 and self._connections:
+            self._held += 1
+            if self._held >= window:
+                self.flush_reordered()
+            elif self._flush_timer is None:
+                self._flush_timer = asyncio.get_running_loop().call_later(0.2, self.flush_reordered)
+
+    def flush_reordered(self) -> None:
+        """Deliver frames a reorder fault held back, newest first."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if not self._held:
+            return
+        for connection in list(self._connections):
+            connection.release()
+        self.faults.reordered(self._held)
+        self._held = 0
+
+    def enforce_token_revocation(self) -> None:
+        """With ``revoked_token_closes_websocket``, a socket whose token no longer works is closed."""
+        if not self.config.revoked_token_closes_websocket:
+            return
+        for connection in list(self._connections):
+            if not self.tokens.valid(connection.authorization):
+                connection.close()
 
     def next_sequence(self, connection: _Connection) -> int:
         if self.config.sequence == "global":
@@ -262,31 +358,85 @@ class Simulator:
         if interval is None:
             return
         while True:
-            await asyncio.sleep(interval)
+            await self.clock.sleep(interval)
             self.repeat_upserts()
 
+    def close_websockets(self) -> int:
+        """Close every websocket (the hub must reconnect and resync); returns how many were open."""
+        connections = list(self._connections)
+        for connection in connections:
+            connection.close()
+        return len(connections)
+
     async def drop_websockets(self) -> int:
-        """Fault: close every websocket (the hub must reconnect and resync)."""
-        dropped = 0
-        for connection in list(self._connections):
-            await connection.close()
-            dropped += 1
-        return dropped
+        return self.close_websockets()
+
+    @property
+    def websocket_count(self) -> int:
+        return len(self._connections)
+
+
+class _FaultLayer:
+    """REST faults (latency, 5xx/429 bursts) in front of every route but the driving API."""
+
+    def __init__(self, sim: Simulator, app: ASGIApp) -> None:
+        self.sim = sim
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith("/_sim"):
+            await self.app(scope, receive, send)
+            return
+        delay, fault = self.sim.faults.rest_fault(path)
+        if delay:
+            await self.sim.clock.sleep(delay)
+        if fault is None:
+            await self.app(scope, receive, send)
+            return
+        message = "Too Many Requests" if fault.status == 429 else "injected fault"
+        body: dict[str, Any] = (
+            {"error": {"code": str(fault.status), "message": message, "target": None, "details": []}}
+            if path.startswith("/xapi/") else {"reasontext": message}
+        )  # fmt: skip
+        headers = {"Retry-After": retry_after_header(fault.retry_after)} if fault.retry_after is not None else None
+        self.sim.engine.journal.add(self.sim.clock(), "request", detail={"method": scope.get("method", ""),
+                                    "path": path, "status": fault.status, "fault": True})  # fmt: skip
+        await JSONResponse(body, status_code=fault.status, headers=headers)(scope, receive, send)
 
 
 class _Connection:
-    def __init__(self, websocket: WebSocket, sim: Simulator) -> None:
+    def __init__(self, websocket: WebSocket, sim: Simulator, authorization: str) -> None:
         self.websocket = websocket
         self.sim = sim
+        self.authorization = authorization
         self.sequence = 0
+        self.closing = False
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.held: list[str] = []
 
-    def push(self, event_type: int, entity: str, attached: dict[str, Any] | None) -> None:
-        frame = {"sequence": self.sim.next_sequence(self),
-                 "event": {"event_type": event_type, "entity": entity, "attached_data": attached}}  # fmt: skip
-        self.queue.put_nowait(json.dumps(frame))
+    def push(
+        self, event_type: int, entity: str, attached: dict[str, Any] | None, *, copies: int = 1, hold: bool = False
+    ) -> None:
+        if self.closing:
+            return  # nothing goes out after the close frame
+        event = {"event_type": event_type, "entity": entity, "attached_data": attached}
+        frame = json.dumps({"sequence": self.sim.next_sequence(self), "event": event})
+        for _ in range(copies):
+            if hold:
+                self.held.append(frame)
+            else:
+                self.sim.frames_sent += 1
+                self.queue.put_nowait(frame)
 
-    async def close(self) -> None:
+    def release(self) -> None:
+        for frame in reversed(self.held):
+            self.sim.frames_sent += 1
+            self.queue.put_nowait(frame)
+        self.held.clear()
+
+    def close(self) -> None:
+        self.closing = True
         self.queue.put_nowait(None)
 
     async def run(self) -> None:

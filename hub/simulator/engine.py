@@ -11,6 +11,7 @@ layer turns them into websocket frames.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable
@@ -53,6 +54,10 @@ class Leg:
     referred_by_type: str = "None"
     on_behalf_of_dn: str = ""
     on_behalf_of_type: str = "None"
+    # ground truth kept for call history (not on the wire)
+    created_at: float = 0.0
+    connected_at: float | None = None
+    originator: bool = False  # the leg that placed the call (created Dialing)
 
     def wire(self) -> dict[str, Any]:
         """The Participant JSON exactly as 3CX sends it (reference §2.2, field order kept)."""
@@ -78,6 +83,15 @@ class Leg:
         }
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One leg's life, for call history: the leg as it last was, and when and how it ended."""
+
+    leg: Leg
+    ended_at: float
+    ended_by: str
+
+
 @dataclass
 class Call:
     callid: int
@@ -89,9 +103,14 @@ class Call:
     parked_at: str | None = None
     attached: dict[str, str] = field(default_factory=dict)
     remote_answered: bool = False
+    started_at: float = 0.0
+    changed_at: float = 0.0
+    ended_at: float | None = None
+    segments: list[Segment] = field(default_factory=list)
 
 
 Listener = Callable[[ChangeKind, Leg, dict[str, Any] | None], None]
+CallListener = Callable[[Call], None]
 
 
 class CallEngine:
@@ -105,6 +124,7 @@ class CallEngine:
         self._callids = itertools.count(config.first_callid)
         self._legids = itertools.count(config.first_legid)
         self._listeners: list[Listener] = []
+        self._ended_listeners: list[CallListener] = []
 
     # ------------------------------------------------------------------ topology
 
@@ -145,6 +165,11 @@ class CallEngine:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
+    def on_call_ended(self, listener: CallListener) -> Callable[[], None]:
+        """``listener(call)`` when a call ends (its segments complete): call history is filled from it."""
+        self._ended_listeners.append(listener)
+        return lambda: self._ended_listeners.remove(listener)
+
     def _emit(self, kind: ChangeKind, leg: Leg, attached: dict[str, Any] | None = None) -> None:
         if not self.config.visible(leg.dn):
             return
@@ -153,17 +178,23 @@ class CallEngine:
 
     def _change(self, leg: Leg, new: Status | None, **detail: Any) -> None:
         old = None if leg.id not in self.legs else leg.status
+        now = self.clock()
+        call = self.calls.get(leg.callid)
+        if call is not None:
+            call.changed_at = now
         if new is None:
             self.legs.pop(leg.id, None)
-            call = self.calls.get(leg.callid)
             if call is not None:
                 call.legs.pop(leg.id, None)
+                call.segments.append(Segment(dataclasses.replace(leg), now, str(detail.get("action", ""))))
         else:
+            if new == "Connected" and leg.connected_at is None:
+                leg.connected_at = now
             leg.status = new
             self.legs[leg.id] = leg
             self.calls[leg.callid].legs[leg.id] = leg
         self.journal.add(
-            self.clock(), "state", callid=leg.callid, dn=leg.dn, participant_id=leg.id, legid=leg.legid,
+            now, "state", callid=leg.callid, dn=leg.dn, participant_id=leg.id, legid=leg.legid,
             old_status=old, new_status=new, detail=detail,
         )  # fmt: skip
         self._emit("upsert" if new is not None else "remove", leg)
@@ -183,6 +214,8 @@ class CallEngine:
             party_dn_type=self.dn_type(party),
             device_id=self.devices(dn)[0]["device_id"] if self.devices(dn) else "",
             direct_control=bool(ext and ext.direct_control),
+            created_at=self.clock(),
+            originator=status == "Dialing",
             **extra,
         )  # fmt: skip
         self._change(leg, status, action="leg_created")
@@ -192,7 +225,9 @@ class CallEngine:
 
     def place_call(self, from_: str, to: str, *, caller_name: str = "", did: str = "") -> Call:
         """``from_`` dials ``to``. Either may be an extension, the route point, a queue, or an external number."""
-        call = Call(callid=next(self._callids), caller=from_, callee=to, caller_name=caller_name, did=did)
+        now = self.clock()
+        call = Call(callid=next(self._callids), caller=from_, callee=to, caller_name=caller_name, did=did,
+                    started_at=now, changed_at=now)  # fmt: skip
         self.calls[call.callid] = call
         self.journal.add(
             self.clock(), "state", callid=call.callid, detail={"action": "call_placed", "from": from_, "to": to}
@@ -257,8 +292,11 @@ class CallEngine:
         for leg in list(call.legs.values()):
             self._change(leg, None, action=reason)
         call.parked_at = None
-        self.journal.add(self.clock(), "state", callid=callid, detail={"action": "call_ended", "reason": reason})
+        call.ended_at = self.clock()
+        self.journal.add(call.ended_at, "state", callid=callid, detail={"action": "call_ended", "reason": reason})
         self.calls.pop(callid, None)
+        for listener in list(self._ended_listeners):
+            listener(call)
 
     def drop(self, participant_id: int) -> None:
         leg = self._leg(participant_id)

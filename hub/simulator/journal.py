@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Kind = Literal["state", "request", "ws"]
+# state: the call engine; request: every HTTP request and its status; ws: websocket connections; media: utterances,
+# streams, reply audio, underruns; presence and chat: directory changes; fault: every injected fault; scenario: steps
+Kind = Literal["state", "request", "ws", "media", "presence", "chat", "fault", "scenario"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,10 @@ class JournalEntry:
     old_status: str | None = None  # None: the leg appeared
     new_status: str | None = None  # None: the leg was removed
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+# detail keys holding wall-clock times (or amounts that depend on them): left out of ``replay_view``
+WALL_CLOCK_KEYS = frozenset({"start", "end", "received_at", "played_at", "time_sent", "buffered_ms", "offset"})
 
 
 class Journal:
@@ -44,3 +50,11 @@ class Journal:
             for e in self.of("state")
             if e.participant_id is not None and e.old_status != e.new_status and (callid is None or e.callid == callid)
         ]
+
+    def replay_view(self) -> list[tuple[Any, ...]]:
+        """The journal without wall-clock fields: two runs of one scenario give equal views."""
+        return [
+            (e.index, e.kind, e.callid, e.dn, e.participant_id, e.legid, e.old_status, e.new_status,
+             {k: v for k, v in e.detail.items() if k not in WALL_CLOCK_KEYS})
+            for e in self.entries
+        ]  # fmt: skip

@@ -9,6 +9,8 @@ from hub.config import Settings
 from hub.coordinator.guard import LeaseGuard
 from hub.logs import get_logger
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
+from hub.pbx.broker import BrokeredTokens
+from hub.pbx.token import TokenSource
 from hub.runner import ServiceContext, run_service, until_ready
 from hub.worker.messaging import LogOnlyProvider, MessagingProvider, WebhookProvider
 from hub.worker.service import Worker, WorkerConfig
@@ -32,7 +34,11 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
         await ensure_streams(nc.jetstream(), settings.bus)
         ctx.health.set("nats", True)
         async with httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=10.0) as http:
-            tokens = TokenProvider(http, pbx.client_id, pbx.secret())
+            tokens: TokenSource = (
+                BrokeredTokens(nc, pbx.id)
+                if settings.worker.token_source == "owner"  # noqa: S105 - a mode name, not a secret
+                else TokenProvider(http, pbx.client_id, pbx.secret())
+            )
             gateway = CallControlGateway(CallControlClient(http, tokens), pbx, messaging_provider(settings, http))
             w = settings.worker
             config = WorkerConfig(

@@ -184,6 +184,7 @@ async def test_masterlinc_worker_runs_as_a_service_against_the_simulator(nats_se
         env.update({
             "NATS_URL": nats_server, "ML_PBXS__0__ID": "main", "ML_PBXS__0__BASE_URL": sim.base_url,
             "ML_PBXS__0__CLIENT_ID": "800", "ML_PBXS__0__CLIENT_SECRET": "sim-secret",
+            "ML_WORKER__TOKEN_SOURCE": "own",  # no ingest here to own the token
         })  # fmt: skip
         cmd = [sys.executable, "-m", "hub.cli", "worker"]
         with subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE) as proc:  # noqa: ASYNC220 - a service under test
@@ -225,6 +226,7 @@ async def test_a_worker_killed_after_its_pbx_call_never_causes_a_second_call(nat
             "NATS_URL": nats_server, "ML_PBXS__0__ID": "main", "ML_PBXS__0__BASE_URL": sim.base_url,
             "ML_PBXS__0__CLIENT_ID": "800", "ML_PBXS__0__CLIENT_SECRET": "sim-secret",
             "ML_WORKER__ACK_WAIT_S": "1", "ML_WORKER__FAULT_PAUSE_AFTER_CALL_S": "60",
+            "ML_WORKER__TOKEN_SOURCE": "own",  # no ingest here to own the token
         })  # fmt: skip
         sim.engine.place_call("+15550100", "800")
         [leg] = sim.engine.participants("800")

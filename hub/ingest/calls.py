@@ -1,0 +1,242 @@
+"""Call identity and the adapter's durable state (D§2, D§9), in NATS KV.
+
+Two buckets:
+- ``ML_CALLIDS``: ``<pbx>.<3CX callid>`` -> the hub's ``call_id`` with first/last seen. Written *before* any event
+  of the call is published (the outbox flushes pending ids first), so a restart or a resync always finds the same id.
+  3CX callids are small and restart with the PBX: an entry that ended more than ``reappear_window_s`` ago is a new
+  call when its callid shows up again; within the window (a call back from a park orbit or an unmonitored DN) it is
+  the same call.
+- ``ML_INGEST``: ``<pbx>.<3CX callid>`` -> the state of each *active* call (its legs and how many times each
+  transition was emitted, which the deterministic event ids need). Written behind the outbox: only state whose
+  events JetStream acknowledged is persisted, so after a crash the resync re-emits (with the same ids) anything
+  not yet acknowledged, and never skips anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from hub.ingest.wire import LegSnapshot
+from hub.logs import get_logger
+from schemas.identity import new_call_id
+
+log = get_logger(__name__)
+
+Opened = Literal["new", "known", "recovered", "reappeared", "resumed"]
+"""How a call's record was found: ``recovered`` = its id was saved but not its state (its first events may never
+have been acknowledged: they are emitted again with the same ids, and deduplicated if they were)."""
+
+
+@dataclass
+class CallRecord:
+    call_id: str
+    callid: int
+    first_seen: float
+    last_seen: float
+    answered_at: float | None = None
+    parked_orbit: str | None = None
+    ended: bool = False
+    counters: dict[str, int] = field(default_factory=dict)  # "<leg key>|<transition>" -> times emitted
+    legs: dict[str, dict[str, Any]] = field(default_factory=dict)  # "<dn>:<pid>" -> LegSnapshot JSON
+    seq: int = 0  # per-call counter of this leader epoch (not persisted: the epoch grows at each takeover)
+
+    def ordinal(self, leg_key: str, transition: str) -> int:
+        key = f"{leg_key}|{transition}"
+        n = self.counters.get(key, 0)
+        self.counters[key] = n + 1
+        return n
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def set_leg(self, leg: LegSnapshot) -> None:
+        self.legs[f"{leg.participant.dn}:{leg.participant.participant_id}"] = leg.to_json()
+
+    def drop_leg(self, leg: LegSnapshot) -> None:
+        self.legs.pop(f"{leg.participant.dn}:{leg.participant.participant_id}", None)
+
+    def snapshots(self) -> list[LegSnapshot]:
+        return [LegSnapshot.from_json(raw) for raw in self.legs.values()]
+
+    def state_json(self) -> bytes:
+        return json.dumps({
+            "call_id": self.call_id, "callid": self.callid, "first_seen": self.first_seen,
+            "last_seen": self.last_seen, "answered_at": self.answered_at, "parked_orbit": self.parked_orbit,
+            "counters": self.counters, "legs": self.legs,
+        }).encode()  # fmt: skip
+
+    def id_json(self) -> bytes:
+        return json.dumps({
+            "call_id": self.call_id, "first_seen": self.first_seen, "last_seen": self.last_seen,
+            "ended": self.ended, "parked_orbit": self.parked_orbit, "answered_at": self.answered_at,
+            "counters": self.counters if self.ended else {},
+        }).encode()  # fmt: skip
+
+    @classmethod
+    def from_state(cls, raw: dict[str, Any]) -> CallRecord:
+        return cls(
+            call_id=str(raw["call_id"]), callid=int(raw["callid"]), first_seen=float(raw["first_seen"]),
+            last_seen=float(raw["last_seen"]), answered_at=raw.get("answered_at"),
+            parked_orbit=raw.get("parked_orbit"), counters=dict(raw.get("counters") or {}),
+            legs=dict(raw.get("legs") or {}),
+        )  # fmt: skip
+
+
+class CallRegistry:
+    """The active calls of one PBX, their ids and state; KV reads and writes are batched by the caller's schedule."""
+
+    def __init__(
+        self,
+        pbx_id: str,
+        ids: KeyValue | None,
+        state: KeyValue | None,
+        *,
+        reappear_window_s: float = 3600.0,
+        online: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.pbx_id = pbx_id
+        self._ids = ids
+        self._state = state
+        self.reappear_window_s = reappear_window_s
+        self._online = online
+        self.active: dict[int, CallRecord] = {}
+        self._recent: dict[int, CallRecord] = {}  # ended in this process: reappearance without a KV read
+        self._ids_dirty: dict[int, CallRecord] = {}
+        self._state_dirty: set[int] = set()
+        self._state_gone: set[int] = set()
+
+    def _key(self, callid: int) -> str:
+        return f"{self.pbx_id}.{callid}"
+
+    # ------------------------------------------------------------------ loading
+
+    async def load(self) -> list[LegSnapshot]:
+        """Read every active call of this PBX from ``ML_INGEST``; return their legs for the tracker."""
+        self.active.clear()
+        self._state_dirty.clear()
+        self._state_gone.clear()
+        if self._state is None:
+            return []
+        legs: list[LegSnapshot] = []
+        watcher = await self._state.watch(f"{self.pbx_id}.*", ignore_deletes=True)
+        try:
+            async for entry in watcher:
+                if entry is None:  # the end of the current values
+                    break
+                if not entry.value:
+                    continue
+                record = CallRecord.from_state(json.loads(entry.value))
+                self.active[record.callid] = record
+                legs += record.snapshots()
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return legs
+
+    # ------------------------------------------------------------------ opening and closing calls
+
+    async def open(self, callid: int, at: float) -> tuple[CallRecord, Opened]:
+        """The record of a call whose leg just appeared: known, back from an end or a park, or new."""
+        record = self.active.get(callid)
+        if record is not None:
+            record.last_seen = at
+            return record, "known"
+        previous = self._recent.pop(callid, None) or await self._read_id(callid)
+        if previous is not None and (not previous.ended or at - previous.last_seen <= self.reappear_window_s):
+            how: Opened = "resumed" if previous.parked_orbit else ("reappeared" if previous.ended else "recovered")
+            previous.ended = False
+            previous.last_seen = at
+            self.active[callid] = previous
+            self._ids_dirty[callid] = previous
+            self._state_dirty.add(callid)
+            return previous, how
+        record = CallRecord(call_id=new_call_id(), callid=callid, first_seen=at, last_seen=at)
+        self.active[callid] = record
+        self._ids_dirty[callid] = record
+        self._state_dirty.add(callid)
+        return record, "new"
+
+    async def _read_id(self, callid: int) -> CallRecord | None:
+        if self._ids is None or not self._online():
+            return None  # the bus is down: a new id, whose events wait in the outbox with it
+        try:
+            entry = await self._ids.get(self._key(callid))
+        except KeyNotFoundError:
+            return None
+        except Exception as exc:  # the bus is down: a new id; the events wait in the outbox with it
+            log.warning("call id lookup failed", callid=callid, error=str(exc) or type(exc).__name__)
+            return None
+        if not entry.value:
+            return None
+        raw = json.loads(entry.value)
+        return CallRecord(
+            call_id=str(raw["call_id"]), callid=callid, first_seen=float(raw["first_seen"]),
+            last_seen=float(raw["last_seen"]), answered_at=raw.get("answered_at"), ended=bool(raw.get("ended")),
+            parked_orbit=raw.get("parked_orbit"), counters=dict(raw.get("counters") or {}),
+        )  # fmt: skip
+
+    def get(self, callid: int) -> CallRecord | None:
+        return self.active.get(callid)
+
+    def touch(self, record: CallRecord) -> None:
+        self._state_dirty.add(record.callid)
+
+    def close(self, record: CallRecord, at: float, *, parked_orbit: str | None = None) -> None:
+        """The call is gone (or parked): its id entry says so, its active state is deleted."""
+        record.ended = True
+        record.parked_orbit = parked_orbit
+        record.last_seen = at
+        record.legs.clear()
+        self.active.pop(record.callid, None)
+        self._recent[record.callid] = record
+        while len(self._recent) > 10_000:
+            self._recent.pop(next(iter(self._recent)))
+        self._ids_dirty[record.callid] = record
+        self._state_dirty.discard(record.callid)
+        self._state_gone.add(record.callid)
+
+    # ------------------------------------------------------------------ writing
+
+    @property
+    def ids_pending(self) -> bool:
+        return bool(self._ids_dirty)
+
+    async def flush_ids(self) -> None:
+        """Write new and changed call-id entries; called before the events that use them are published."""
+        if self._ids is None:
+            self._ids_dirty.clear()
+            return
+        while self._ids_dirty:
+            callid, record = next(iter(self._ids_dirty.items()))
+            await self._ids.put(self._key(callid), record.id_json())
+            if self._ids_dirty.get(callid) is record:
+                del self._ids_dirty[callid]
+
+    def take_state(self) -> tuple[dict[int, bytes], set[int]]:
+        """What to persist now: states of changed active calls, and calls whose state must be deleted."""
+        states = {c: self.active[c].state_json() for c in self._state_dirty if c in self.active}
+        gone = set(self._state_gone)
+        self._state_dirty.clear()
+        self._state_gone.clear()
+        return states, gone
+
+    def state_failed(self, states: dict[int, bytes], gone: set[int]) -> None:
+        """A write failed: mark the calls again (the next write takes their newest state)."""
+        self._state_dirty |= {c for c in states if c in self.active}
+        self._state_gone |= {c for c in gone if c not in self.active}
+
+    async def write_state(self, states: dict[int, bytes], gone: set[int]) -> None:
+        if self._state is None:
+            return
+        for callid, value in states.items():
+            await self._state.put(self._key(callid), value)
+        for callid in gone:
+            with contextlib.suppress(KeyNotFoundError):
+                await self._state.delete(self._key(callid))

@@ -1,0 +1,203 @@
+"""Ingest when things break: NATS restarted (outbox), outbox overflow (resync), two processes for one PBX."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hub import natsd
+from hub.bus import connect
+from hub.bus.kv import LEADERS, open_bucket
+from hub.config import IngestConfig
+from hub.simulator import SimConfig, running_simulator
+from tests.helpers import eventually, fresh_bus, wait_until
+from tests.ingest.conftest import PBX, IngestRig, ingest_rig, stream_events
+from tests.projection import Item, diff, observed, project
+
+pytestmark = [pytest.mark.anyio, pytest.mark.nats]
+
+
+class RestartableNats:
+    """A private nats-server on a fixed port and store, killed and started again by the test."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.server = natsd.start(store_dir=tmp_path / "js")
+        self.url = self.server.url
+
+    def kill(self) -> None:
+        self.server.kill()
+
+    def restart(self) -> None:
+        self.server = natsd.start(store_dir=self.server.store_dir, port=self.server.port)
+
+
+@contextlib.contextmanager
+def private_nats(tmp_path: Path) -> Iterator[RestartableNats]:
+    nats = RestartableNats(tmp_path)
+    try:
+        yield nats
+    finally:
+        nats.server.stop()
+
+
+def _ignoring_inferred(items: Counter[Item]) -> Counter[tuple[object, ...]]:
+    return Counter({item[:-1]: n for item, n in items.items()})
+
+
+async def _quiet(rig: IngestRig) -> None:
+    await rig.settled(timeout=20, check_stream=False)
+
+
+async def test_nats_restarted_the_outbox_drains_and_nothing_is_lost(tmp_path: Path) -> None:
+    with private_nats(tmp_path) as server:
+        async with ingest_rig(server.url, SimConfig()) as rig:
+            engine = rig.sim.engine
+            known = engine.place_call("+15550100", "101")
+            await _quiet(rig)
+            server.kill()
+            await eventually(lambda: not rig.nc.is_connected, what="the hub to see NATS gone")
+            engine.answer(engine.participants("101")[0].id)
+            await rig.caught_up()
+            fresh = engine.place_call("+15550101", "102")  # a new call while the bus is down
+            engine.hangup(known.callid)
+            await rig.caught_up()
+            assert rig.adapter.outbox is not None and len(rig.adapter.outbox) == 5  # held, none published
+            server.restart()
+            await _quiet(rig)
+            engine.hangup(fresh.callid)
+            await _quiet(rig)
+            events = await stream_events(rig.nc)
+        expected = project(rig.sim.journal.entries, rig.sim.config.visible, end_grace_s=0.2)
+        problems = diff(expected, observed(events))
+        assert not problems, problems  # every transition once, none inferred: the outbox kept them all
+        assert len({ev.event_id for ev in events}) == len(events)
+
+
+async def test_an_outbox_overflow_forces_a_resync_that_rebuilds_what_was_refused(tmp_path: Path) -> None:
+    with private_nats(tmp_path) as server:
+        config = IngestConfig(call_end_grace_s=0.2, outbox_max=100)
+        async with ingest_rig(server.url, SimConfig(), config) as rig:
+            engine = rig.sim.engine
+            engine.place_call("+15550100", "101")
+            await _quiet(rig)
+            server.kill()
+            await eventually(lambda: not rig.nc.is_connected, what="the hub to see NATS gone")
+            for i in range(60):  # 120 events: more than the outbox holds
+                engine.place_call(f"+1555100{i:02d}", "100")
+            await eventually(lambda: rig.adapter.outbox is not None and rig.adapter.outbox.overflowed,
+                             what="the outbox to overflow")  # fmt: skip
+            server.restart()
+            await eventually(lambda: rig.adapter.stats.resyncs >= 2, timeout=20, what="a resync")
+            await _quiet(rig)
+            events = await stream_events(rig.nc)
+        expected = project(rig.sim.journal.entries, rig.sim.config.visible, end_grace_s=0.2)
+        actual = observed(events)
+        want, got = _ignoring_inferred(expected), _ignoring_inferred(actual)
+        assert got == want, f"missing {want - got}, extra {got - want}"
+        assert sum(n for item, n in actual.items() if item[-1]) > 0  # the refused ones came back inferred
+        assert len({ev.event_id for ev in events}) == len(events)
+        assert any(ev.type == "link.resynced" for ev in events)
+
+
+# --------------------------------------------------------------------------- two processes, one PBX
+
+
+def _ingest_process(nats_url: str, base_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "NATS_URL": nats_url,
+        "ML_PBXS__0__ID": PBX,
+        "ML_PBXS__0__BASE_URL": base_url,
+        "ML_PBXS__0__CLIENT_ID": "800",
+        "ML_PBXS__0__CLIENT_SECRET": "sim-secret",
+        "ML_INGEST__LEADER_LEASE_S": "1.5",
+        "ML_INGEST__CALL_END_GRACE_S": "0.2",
+        "ML_HTTP__PORT": str(port),
+        "ML_LOG_FORMAT": "json",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "ingest"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+async def _detail(http: httpx.AsyncClient, port: int) -> str:
+    try:
+        body = (await http.get(f"http://127.0.0.1:{port}/readyz")).json()
+    except (httpx.HTTPError, json.JSONDecodeError):
+        return ""
+    return str(body["components"].get(f"pbx:{PBX}", {}).get("detail", ""))
+
+
+async def test_two_ingest_processes_for_one_pbx_only_one_publishes_and_the_other_takes_over(
+    nats_server: str,
+) -> None:
+    nc = await connect(nats_server, name="test-two-ingest")
+    await fresh_bus(nc.jetstream())
+    ports = [natsd.free_port(), natsd.free_port()]
+    async with running_simulator(SimConfig()) as sim, httpx.AsyncClient() as http:
+        procs = [_ingest_process(nats_server, sim.base_url, port) for port in ports]
+        try:
+            details: list[str] = ["", ""]
+
+            async def roles_known() -> bool:
+                details[:] = [await _detail(http, p) for p in ports]
+                return sum("websocket up" in d for d in details) == 1 and sum("standby" in d for d in details) == 1
+
+            await wait_until(roles_known, timeout=20, what="one leader and one standby")
+            leader = next(i for i, d in enumerate(details) if "websocket up" in d)
+            tokens_before = sim.sim.tokens.issued
+            call = sim.engine.place_call("+15550100", "101")
+            kv = await open_bucket(nc.jetstream(), LEADERS)
+            first_epoch = json.loads((await kv.get(PBX)).value or b"{}")["epoch"]
+
+            async def ringing_seen(n: int = 1) -> bool:
+                return [e.type for e in await stream_events(nc)].count("call.ringing") >= n
+
+            await wait_until(ringing_seen, timeout=10, what="the call ringing")
+            assert sim.sim.tokens.issued == tokens_before  # the standby never fetched a token (it would revoke)
+            procs[leader].send_signal(signal.SIGKILL)
+            procs[leader].wait(10)
+            sim.engine.answer(sim.engine.participants("101")[0].id)  # seen by nobody until the takeover
+            other = ports[1 - leader]
+
+            async def took_over() -> bool:
+                return "websocket up" in await _detail(http, other)
+
+            await wait_until(took_over, timeout=20, what="the standby to take over")
+            sim.engine.hangup(call.callid)
+
+            async def ended() -> bool:
+                return any(e.type == "call.ended" for e in await stream_events(nc))
+
+            await wait_until(ended, timeout=10, what="the call to end")
+            events = await stream_events(nc)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(15)
+                if proc.poll() is None:
+                    proc.kill()
+    await nc.close()
+    calls = [e for e in events if e.pbx_call_id == call.callid]
+    types = [e.type for e in calls]
+    assert types == ["call.created", "call.ringing", "call.answered", "call.leg_removed", "call.ended"], types
+    epochs = [e.seq.epoch for e in calls if e.seq is not None]
+    assert epochs[:2] == [first_epoch] * 2 and all(ep == first_epoch + 1 for ep in epochs[2:])
+    answered = calls[2]
+    assert answered.inferred  # the takeover's re-read found what the dead leader missed
+    assert [e.seq.as_tuple() for e in calls if e.seq] == sorted(e.seq.as_tuple() for e in calls if e.seq)
+    assert len({e.call_id for e in calls}) == 1  # the new leader found the same call id in KV
+    assert sum(e.type == "link.connected" for e in events) == 2  # one per leadership, never two at once
