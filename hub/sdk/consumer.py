@@ -88,8 +88,13 @@ class PartitionConsumer:
                 stopped.cancel()
                 if fetch not in done:
                     fetch.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await fetch
+                    try:  # 3.11's wait_for can let a fetch finish despite the cancel: give back what it got
+                        late = await fetch
+                    except asyncio.CancelledError:
+                        late = []
+                    for msg in late:
+                        with contextlib.suppress(Exception):
+                            await msg.nak()
                     break
                 for msg in fetch.result():
                     await self.handle(msg)

@@ -74,12 +74,12 @@ async def test_per_call_order_holds_with_two_replicas_that_split_the_calls(nc: C
                     a.active_partitions
                     and b.active_partitions
                     and not (a.active_partitions & b.active_partitions)
-                    and a.active_partitions | b.active_partitions == frozenset(range(8))
+                    and a.active_partitions | b.active_partitions == frozenset(range(a.partitions))
                 ),
                 what="the two replicas to split the partitions",
             )
         except AssertionError as exc:
-            state = {r.replica: (sorted(r.owned_partitions), sorted(r.active_partitions)) for r in (a, b)}
+            state = {r.replica: (r.partitions, sorted(r.owned_partitions), sorted(r.active_partitions)) for r in (a, b)}
             raise AssertionError(f"{exc}: owned/active per replica {state}") from None
         calls = [CallScript() for _ in range(24)]
         per_call = 8
