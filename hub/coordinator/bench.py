@@ -88,6 +88,8 @@ async def coord_claim(options: BenchOptions) -> BenchResult:
             won = await keeper.claim(PBX, call_id, leg=leg, trigger=uuid.uuid4())
             claims.append((time.perf_counter() - t0) * 1e3)
             assert won
+            if len(claims) % 100 == 0:  # the runtime's renew loop awaits the pipelined acks every few seconds
+                await publisher.flush()
         await publisher.flush()
         await nc.close()
     p50, p99 = percentile(claims, 50), percentile(claims, 99)
@@ -104,8 +106,8 @@ async def coord_claim(options: BenchOptions) -> BenchResult:
         ratio=p99 / raw99 if raw99 > 0 else None,
         better="lower",
         target="report (issue 11)",
-        notes=f"{count} sequential claims of distinct calls; the agent.claimed event is pipelined (acks awaited at "
-        "the end), as in ctx.claim()",
+        notes=f"{count} sequential claims of distinct calls; the agent.claimed event is pipelined as in ctx.claim() "
+        "(its acks awaited every 100 claims, untimed, as the runtime's renew loop does)",
     )
 
 
