@@ -13,7 +13,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from hub.cli_support import fail, not_built, settings_or_exit
+from hub.cli_support import fail, settings_or_exit
 
 app = typer.Typer(
     name="masterlinc",
@@ -290,15 +290,54 @@ def worker(pbx: Annotated[str | None, typer.Option(help="PBX id (default: the fi
 
 
 @app.command("coordinator")
-def coordinator() -> None:
-    """Agent registry, call ownership and assignment."""
-    not_built("coordinator", 11)
+def coordinator(
+    rules: Annotated[
+        Path | None, typer.Option(help="Assignment rules, YAML or TOML (else ML_COORDINATOR__RULES_FILE)")
+    ] = None,
+) -> None:
+    """Agent registry, call ownership and assignment: leases expire to the safe route, assignments escalate."""
+    from hub.coordinator.run import load_assignment_rules, run_coordinator_service
+    from hub.rules import RuleError
+
+    settings = settings_or_exit()
+    try:
+        assignment_rules = load_assignment_rules(settings, rules)
+    except RuleError as exc:
+        fail(f"bad assignment rules: {exc}")
+    if settings.coordinator.safe_route is None and not settings.coordinator.safe_routes:
+        typer.echo(
+            "warning: no safe route (ML_COORDINATOR__SAFE_ROUTE): calls of dead agents stay where they are", err=True
+        )
+    raise typer.Exit(asyncio.run(run_coordinator_service(settings, assignment_rules)))
 
 
 @agent_app.command("run")
-def agent_run(name: Annotated[str, typer.Argument(help="Agent name (built-in or from an installed package)")]) -> None:
-    """Run an agent."""
-    not_built(f"agent {name}", 11)
+def agent_run(
+    name: Annotated[str, typer.Argument(help="Agent name (built-in or from an installed package)")],
+    backfill: Annotated[
+        bool, typer.Option("--backfill", help="Also handle replayed events (Ml-Replay), e.g. to rebuild records")
+    ] = False,
+) -> None:
+    """Run one replica of an agent; start more to split the calls between them."""
+    from hub.sdk.discovery import AgentLoadError, AgentNotFoundError, load_agent
+    from hub.sdk.run import run_agent_service
+
+    settings = settings_or_exit()
+    try:
+        agent = load_agent(name)
+    except (AgentNotFoundError, AgentLoadError) as exc:
+        fail(str(exc))
+    raise typer.Exit(asyncio.run(run_agent_service(settings, agent, backfill=backfill)))
+
+
+@agent_app.command("list")
+def agent_list() -> None:
+    """List the agents `agent run` can start: built-in ones and those of installed packages."""
+    from hub.sdk.discovery import ENTRY_POINT_GROUP, available
+
+    for source in available():
+        typer.echo(f"{source.name:20} {source.origin:24} {source.target}")
+    typer.echo(f"(third-party agents: installed packages with entry points in {ENTRY_POINT_GROUP!r})", err=True)
 
 
 @app.command("sim")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from schemas.commands import PhoneNumber
 from schemas.tokens import PbxId, check_pbx_id
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -103,6 +104,40 @@ class WorkerSettings(Section):
     fault_pause_after_call_s: float = Field(default=0.0, ge=0, description="Fault injection for tests")
 
 
+class AgentSettings(Section):
+    """The agent runtime (``masterlinc agent run``, and the coordinator, which is an agent too)."""
+
+    partitions: int = Field(
+        default=16, ge=1, le=256, description="Call partitions of the agent feed; fixed once the feed stream exists"
+    )
+    lease_s: float = Field(default=10.0, gt=0, description="A claim lasts this long unless renewed (every third)")
+    heartbeat_s: float = Field(default=1.0, gt=0, description="Registry heartbeat interval (KV only, never the log)")
+    down_after_beats: int = Field(default=3, ge=2, description="Missed beats after which an agent counts as down")
+    ack_wait_s: float = Field(default=10.0, gt=0, description="Redelivery delay of an event a dead replica held")
+    handler_attempts: int = Field(default=5, ge=1, description="Tries of a failing handler before dead-lettering")
+    feed_max_age_s: float = Field(default=86400, gt=0, description="How long the agent feed keeps events")
+
+
+class CoordinatorSettings(Section):
+    """Assignment rules, the safe route, and who may override a lease (checked by the worker)."""
+
+    rules_file: Path | None = Field(default=None, description="YAML or TOML assignment rules (hub.rules format)")
+    safe_route: PhoneNumber | None = Field(
+        default=None, description="Where a call goes when its owner dies or nobody claims it (queue or operator)"
+    )
+    safe_routes: dict[PbxId, PhoneNumber] = Field(default_factory=dict, description="Per-PBX safe routes")
+    claim_timeout_s: float = Field(default=3.0, gt=0, description="An assigned agent must claim within this time")
+    lease_grace_s: float = Field(default=0.5, ge=0, description="Clock-skew allowance before a lease counts as expired")
+    override_issuers: list[str] = Field(
+        default_factory=lambda: ["mcp:*"],
+        description="Issuers (globs) whose override flag the worker honours; the MCP facade sets it for such tokens",
+    )
+    scan_interval_s: float = Field(default=0.1, gt=0, description="How often leases and assignments are checked")
+
+    def safe_route_for(self, pbx_id: str) -> str | None:
+        return self.safe_routes.get(pbx_id, self.safe_route)
+
+
 class IngestConfig(Section):
     """The adapter: how hard it reads the PBX, how long it holds events while NATS is down, and the rows of the
     participant-to-event mapping that 3CX leaves unverified (docs/ingest.md)."""
@@ -168,6 +203,8 @@ class Settings(BaseSettings):
     http: HttpConfig = Field(default_factory=HttpConfig)
     messaging: MessagingConfig = Field(default_factory=MessagingConfig)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
+    coordinator: CoordinatorSettings = Field(default_factory=CoordinatorSettings)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
 
     @field_validator("pbxs", mode="before")

@@ -51,6 +51,11 @@ class CommandBase(Model):
     issued_at: UtcDateTime = Field(default_factory=utcnow)
     deadline: UtcDateTime = Field(default_factory=_default_deadline)
     correlation_id: Token | None = None
+    override: bool = Field(
+        default=False,
+        description="The issuer holds the override scope: it may control a call another agent leases. Honoured only "
+        "for issuers the worker trusts to say so (by default the MCP facade, which sets it for override tokens).",
+    )
 
     @model_validator(mode="after")
     def _needs_target(self) -> CommandBase:

@@ -427,6 +427,26 @@ class AgentHandedOff(EventBase):
     data: HandoffData
 
 
+class AssignedData(Model):
+    agent: Token | None = Field(default=None, description="The agent that should claim the call; None: nobody could.")
+    rule: str = Field(default="", description="The assignment rule that matched (or 'default').")
+    attempt: int = Field(default=1, ge=1, description="1 for the first choice, 2 after the first escalation, ...")
+    claim_within_s: float | None = Field(default=None, gt=0, description="The agent must claim within this time.")
+    safe_route: str | None = Field(default=None, description="Set when no agent took the call: where it was sent.")
+    reason: str = ""
+
+
+class AgentAssigned(EventBase):
+    DOMAIN, NAME, VERSION = "agent", "assigned", 1
+    DESCRIPTION = (
+        "The coordinator chose who handles an inbound call: an agent that must claim it in time (else the next "
+        "candidate), or, when none could, the safe route."
+    )
+    type: Literal["agent.assigned"] = "agent.assigned"
+    schema_version: Literal[1] = 1
+    data: AssignedData
+
+
 class LeaseExpiredData(Model):
     agent: Token
     safe_route: str | None = None
@@ -573,6 +593,7 @@ Event = Annotated[
     | CommandSucceeded
     | CommandFailed
     | AgentRegistered
+    | AgentAssigned
     | AgentClaimedCall
     | AgentReleasedCall
     | AgentHandedOff
@@ -610,6 +631,7 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     CommandSucceeded,
     CommandFailed,
     AgentRegistered,
+    AgentAssigned,
     AgentClaimedCall,
     AgentReleasedCall,
     AgentHandedOff,

@@ -8,6 +8,10 @@
 | token       | ml.int.<pbx>.token                               | (req/reply) |
 | sandbox     | ml.sbx.<run>.evt.<pbx>.<domain>.<key>.<name>     | (core)      |
 | dead letter | ml.dlq.<source>                                  | ML_DLQ      |
+| agent feed  | ml.feed.<partition>.<pbx>.<domain>.<key>.<name>  | ML_FEED     |
+
+The agent feed is ML_EVENTS copied by the server into call partitions (a stream source with a subject transform):
+the partition is ``partition(N)`` of the key token, so every event about one call lands in one partition.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ PREFIX = "ml"
 EVENTS_STREAM = "ML_EVENTS"
 COMMANDS_STREAM = "ML_COMMANDS"
 DLQ_STREAM = "ML_DLQ"
+FEED_STREAM = "ML_FEED"
 
 EVENTS_ALL = f"{PREFIX}.evt.>"
 COMMANDS_ALL = f"{PREFIX}.cmd.>"
@@ -114,3 +119,34 @@ def parse_event_subject(subject: str) -> tuple[str, str, str, str]:
     if len(parts) == 8 and parts[0] == PREFIX and parts[1] == "sbx" and parts[3] == "evt":
         return parts[4], parts[5], parts[6], parts[7]
     raise ValueError(f"not an event subject: {subject!r}")
+
+
+def feed_prefix(partition: int) -> str:
+    """The head of one partition's subjects in the agent feed, for :func:`event_filter`'s ``prefix``."""
+    if not isinstance(partition, int) or partition < 0:
+        raise ValueError(f"a partition is a non-negative integer, not {partition!r}")
+    return f"{PREFIX}.feed.{partition}"
+
+
+def feed_transform(partitions: int) -> tuple[str, str]:
+    """(source, destination) of the subject transform that fills the agent feed: the key token (the 3rd wildcard,
+    the call id for anything about a call) is hashed by the server into one of ``partitions`` partitions."""
+    if not 1 <= partitions <= 1024:
+        raise ValueError(f"partitions must be 1..1024, not {partitions}")
+    source = f"{PREFIX}.evt.{ANY}.{ANY}.{ANY}.{ANY}"
+    destination = (
+        f"{PREFIX}.feed.{{{{partition({partitions},3)}}}}"
+        ".{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}.{{wildcard(4)}}"
+    )
+    return source, destination
+
+
+def feed_partitions(destination: str) -> int | None:
+    """The partition count of a feed transform destination (None when it is not one)."""
+    head = f"{PREFIX}.feed.{{{{partition("
+    if not destination.startswith(head):
+        return None
+    try:
+        return int(destination[len(head) :].split(",", 1)[0])
+    except ValueError:
+        return None

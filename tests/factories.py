@@ -47,6 +47,7 @@ EVENT_DATA: dict[type[e.EventBase], dict[str, Any]] = {
     e.CommandSucceeded: {"command_id": "01J", "command_type": "drop", "result": {"already_gone": False}},
     e.CommandFailed: {"command_id": "01J", "command_type": "answer", "code": "not_supported", "message": "no uaCSTA"},
     e.AgentRegistered: {"agent": "routing", "capabilities": ["route"], "version": "0.1.0"},
+    e.AgentAssigned: {"agent": "basma", "rule": "vip", "claim_within_s": 3},
     e.AgentClaimedCall: {"agent": "basma", "lease_seconds": 15, "lease_until": T0 + timedelta(seconds=15)},
     e.AgentReleasedCall: {"agent": "basma", "reason": "done"},
     e.AgentHandedOff: {"from_agent": "basma", "to_extension": "101", "summary": "wants billing"},

@@ -108,7 +108,7 @@ async def fresh_bus(js: Any) -> None:
     from hub.config import BusConfig
     from schemas import subjects
 
-    for name in (subjects.EVENTS_STREAM, subjects.COMMANDS_STREAM, subjects.DLQ_STREAM):
+    for name in (subjects.EVENTS_STREAM, subjects.COMMANDS_STREAM, subjects.DLQ_STREAM, subjects.FEED_STREAM):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(name)
     for bucket in ALL_BUCKETS:

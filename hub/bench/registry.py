@@ -17,6 +17,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "hub.simulator.bench",
     "hub.ingest.bench",
     "hub.mcp.bench",
+    "hub.coordinator.bench",
     "agents.basma.bench",
 )
 

@@ -23,11 +23,12 @@ INGEST_STATE = Bucket("ML_INGEST", 7 * 86400, "the adapter's state of each activ
 LEADERS = Bucket("ML_LEADERS", None, "one active adapter per PBX: leader leases and epochs")
 CALL_LEASES = Bucket("ML_LEASES", None, "call ownership leases of agents")
 AGENTS = Bucket("ML_AGENTS", 3600, "agent registry and heartbeats")
+ASSIGNMENTS = Bucket("ML_ASSIGN", 86400, "which agent the coordinator assigned each inbound call, and its deadline")
 INFLIGHT = Bucket("ML_INFLIGHT", 86400, "commands a worker has started on the PBX")
 IDEMPOTENCY = Bucket("ML_IDEMPOTENCY", 86400, "command results by issuer and idempotency key (24 h window)")
 RATE = Bucket("ML_RATE", 120, "per-PBX command rate windows shared by all workers")
 
-ALL_BUCKETS = (CALL_IDS, INGEST_STATE, LEADERS, CALL_LEASES, AGENTS, INFLIGHT, IDEMPOTENCY, RATE)
+ALL_BUCKETS = (CALL_IDS, INGEST_STATE, LEADERS, CALL_LEASES, AGENTS, ASSIGNMENTS, INFLIGHT, IDEMPOTENCY, RATE)
 
 
 async def open_bucket(

@@ -64,6 +64,10 @@ class BatchPuller:
             self._open_until = 0.0
         self._arrived.set()
 
+    def drain(self) -> list[Msg]:
+        """Messages received but not yet returned by a fetch (after a cancelled fetch): nak or handle them."""
+        return self._take(len(self._buffer))
+
     def _take(self, batch: int) -> list[Msg]:
         out: list[Msg] = []
         while self._buffer and len(out) < batch:

@@ -57,3 +57,17 @@ consumer_positions = sa.Table(
     sa.Column("position", sa.String(128), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
+
+agent_tracking = sa.Table(
+    "agent_tracking",
+    metadata,
+    sa.Column("agent", sa.String(128), primary_key=True),
+    sa.Column("event_id", sa.Uuid, primary_key=True),
+    sa.Column("call_id", sa.String(64)),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("position", sa.BigInteger, comment="ML_EVENTS stream sequence of the event, when known"),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Index("ix_agent_tracking_agent_position", "agent", "position"),
+    sa.Index("ix_agent_tracking_recorded", "recorded_at"),
+    comment="events an agent handled, written in the same transaction as its database effects",
+)

@@ -418,6 +418,7 @@ class _Tools:
             "issued_by": principal.issuer,
             "idempotency_key": key,
             "call_id": call_id,
+            "override": principal.has(Scope.OVERRIDE),  # the worker's lease guard honours it for mcp: issuers
         }
 
     async def _send(self, operation: str, command: c.CommandBase) -> CallToolResult:

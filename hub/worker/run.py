@@ -6,6 +6,7 @@ import httpx
 
 from hub.bus import BusUnavailableError, connect, ensure_streams
 from hub.config import Settings
+from hub.coordinator.guard import LeaseGuard
 from hub.logs import get_logger
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
 from hub.pbx.broker import BrokeredTokens
@@ -50,7 +51,8 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
                 takeover_grace_s=w.takeover_grace_s,
                 fault_pause_after_call_s=w.fault_pause_after_call_s,
             )
-            worker = Worker(nc, gateway, config=config)
+            guard = LeaseGuard(nc.jetstream(), override_issuers=settings.coordinator.override_issuers)
+            worker = Worker(nc, gateway, config=config, lease_check=guard)
             ctx.health.set("pbx", True, pbx.base_url)
             await worker.run(ctx.stopping, pbx.id)
     finally:

@@ -1,0 +1,127 @@
+"""The agent registry in NATS KV (ML_AGENTS): one key per running replica, ``<agent>.<replica>``.
+
+Each replica rewrites its record every heartbeat (name, capabilities, health, load, time of the beat). Heartbeats
+live in KV only, never in the event log (D§9). A replica whose last beat is older than ``down_after`` beats is down;
+a replica that stops cleanly deletes its key, so the others notice at once.
+
+:class:`RegistryView` watches the bucket (all of it, or one agent's replicas) and answers who is up from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hub.logs import get_logger
+from schemas.common import UtcDateTime, utcnow
+
+log = get_logger(__name__)
+
+_DELETED = ("DEL", "PURGE")
+
+
+class AgentRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    agent: str
+    replica: str
+    capabilities: list[str] = Field(default_factory=list)
+    version: str = ""
+    health: str = "ok"
+    load: int = 0
+    started_at: UtcDateTime
+    beat_at: UtcDateTime
+    heartbeat_s: float
+    down_after_beats: int = 3
+
+    @property
+    def key(self) -> str:
+        return registry_key(self.agent, self.replica)
+
+    def alive(self, now: datetime | None = None) -> bool:
+        deadline = self.beat_at + timedelta(seconds=self.heartbeat_s * self.down_after_beats)
+        return (now or utcnow()) <= deadline and self.health != "stopping"
+
+
+def registry_key(agent: str, replica: str) -> str:
+    return f"{agent}.{replica}"
+
+
+class RegistryView:
+    """Every record under a key pattern, kept current by a KV watch."""
+
+    def __init__(self, kv: KeyValue, pattern: str = ">") -> None:
+        self._kv = kv
+        self._pattern = pattern
+        self.records: dict[str, AgentRecord] = {}
+        self.changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._synced = asyncio.Event()
+
+    async def start(self) -> RegistryView:
+        watcher = await self._kv.watch(self._pattern)
+        self._task = asyncio.create_task(self._follow(watcher), name="registry-watch")
+        await self._synced.wait()
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        try:
+            async for entry in watcher:
+                if entry is None:  # the initial values have all arrived
+                    self._synced.set()
+                    continue
+                if entry.operation in _DELETED or not entry.value:
+                    self.records.pop(entry.key, None)
+                else:
+                    try:
+                        self.records[entry.key] = AgentRecord.model_validate_json(entry.value)
+                    except ValidationError:
+                        log.warning("unreadable registry record", key=entry.key)
+                        continue
+                if entry.delta == 0:
+                    self._synced.set()
+                self.changed.set()
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    def alive(self, agent: str | None = None, now: datetime | None = None) -> list[AgentRecord]:
+        at = now or utcnow()
+        return sorted(
+            (r for r in self.records.values() if (agent is None or r.agent == agent) and r.alive(at)),
+            key=lambda r: r.replica,
+        )
+
+    def is_up(self, agent: str) -> bool:
+        return bool(self.alive(agent))
+
+
+class Heartbeat:
+    """Writes one replica's record every ``heartbeat_s`` seconds; deletes it on stop."""
+
+    def __init__(self, kv: KeyValue, record: AgentRecord) -> None:
+        self._kv = kv
+        self.record = record
+
+    async def beat(self, *, load: int | None = None, health: str | None = None) -> None:
+        update: dict[str, object] = {"beat_at": utcnow()}
+        if load is not None:
+            update["load"] = load
+        if health is not None:
+            update["health"] = health
+        self.record = self.record.model_copy(update=update)
+        await self._kv.put(self.record.key, self.record.model_dump_json().encode())
+
+    async def remove(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._kv.delete(self.record.key)
