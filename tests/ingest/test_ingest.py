@@ -169,8 +169,9 @@ async def test_the_websocket_dropped_mid_call_several_times_matches_the_ground_t
             await rig.wait(lambda n=resynced: len(rig.stream.of("link.resynced")) > n, "a resync")  # type: ignore[misc]
             await rig.settled()
             rig.outages.append(Outage(start, rig.resync_index(start)))
-            assert rig.adapter.reconciler is not None
-            await rig.wait(lambda n=round_: rig.adapter.reconciler.reconciled > n, "the call-history reconciliation")  # type: ignore[union-attr,misc]
+            reconciler = rig.adapter.reconciler
+            assert reconciler is not None
+            await rig.wait(lambda n=round_: reconciler.reconciled > n, "the call-history reconciliation")  # type: ignore[misc]
             await rig.settled()
             engine.answer(engine.participants("100")[-1].id)  # seen live again
             await rig.settled()
