@@ -195,6 +195,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "ML_DATABASE_URL", "database_url")
     )
     data_dir: Path = Field(default=Path(".masterlinc"))
+    recordings_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("ML_RECORDINGS_DIR", "recordings_dir", "recordings_path")
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     pbxs: list[PbxConfig] = Field(default_factory=list)
@@ -266,6 +269,10 @@ class Settings(BaseSettings):
 
     def effective_database_url(self) -> str:
         return self.database_url or self.sqlite_default_url()
+
+    def recordings_dir(self) -> Path:
+        """Where hub-side recordings are written (``ML_RECORDINGS_DIR``, default ``<data_dir>/recordings``)."""
+        return (self.recordings_path or self.data_dir / "recordings").resolve()
 
     def effective_nats_url(self) -> str:
         return self.nats_url or DEFAULT_NATS_URL

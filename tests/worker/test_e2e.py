@@ -17,7 +17,9 @@ from hub.bus import connect, ensure_streams
 from hub.bus.pull import BatchPuller
 from hub.config import BusConfig, PbxConfig
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
+from hub.bus.kv import CALL_IDS, open_bucket
 from hub.pbx.xapi import XapiClient
+from hub.worker.legs import LegOwnership
 from hub.sdk import CommandClient
 from hub.simulator import SimHandle, running_simulator
 from hub.worker.service import Worker, WorkerConfig
@@ -54,7 +56,8 @@ async def rig(nats_server: str) -> AsyncIterator[Rig]:
         pbx = PbxConfig(id="main", base_url=sim.base_url, client_id="800", client_secret="sim-secret")
         rest = CallControlClient(http, TokenProvider(http, pbx.client_id, pbx.secret()))
         gateway = CallControlGateway(rest, pbx, xapi=XapiClient(http, rest_tokens(rest)))
-        worker = Worker(nc, gateway, config=WorkerConfig(rate_per_second=0))
+        legs = LegOwnership(rest, await open_bucket(nc.jetstream(), CALL_IDS))
+        worker = Worker(nc, gateway, config=WorkerConfig(rate_per_second=0), leg_check=legs.check)
         stopping = asyncio.Event()
         task = asyncio.create_task(worker.run(stopping))
         with anyio.fail_after(10):
@@ -328,3 +331,25 @@ async def test_route_to_adds_a_route_and_the_audit_trail_carries_the_whole_comma
     assert accepted.data.command["args"] == {"to": "102"}
     assert accepted.correlation_id == command.command_id
     assert succeeded.data.command_id == command.command_id
+
+
+async def test_a_leg_that_now_belongs_to_another_call_is_refused(rig: Rig) -> None:
+    """D§5: participant ids are reused; the call-id map (ingest's) says whose the leg is now."""
+    import json
+
+    nc = rig.client._nc
+    call = rig.sim.engine.place_call("+15550100", "800")
+    [leg] = rig.sim.engine.participants("800")
+    ids = await open_bucket(nc.jetstream(), CALL_IDS)
+    ours, theirs = new_call_id(), new_call_id()
+    await ids.put(f"main.{call.callid}", json.dumps({"call_id": theirs, "first_seen": 0, "last_seen": 0}).encode())
+    target = LegRef(dn="800", participant_id=leg.id, legid=leg.legid)
+    refused = await rig.client.send(c.Drop(pbx_id="main", issued_by="agent:test", call_id=ours, leg=target))
+    assert refused.error is not None and refused.error.code is ErrorCode.NOT_FOUND
+    assert f"now belongs to call {theirs}" in refused.error.message
+    stale = LegRef(dn="800", participant_id=leg.id, legid=(leg.legid or 0) + 100)
+    other = await rig.client.send(c.Drop(pbx_id="main", issued_by="agent:test", call_id=theirs, leg=stale))
+    assert other.error is not None and "now another leg" in other.error.message
+    assert rig.sim.engine.participants("800")  # nothing was dropped
+    done = await rig.client.send(c.Drop(pbx_id="main", issued_by="agent:test", call_id=theirs, leg=target))
+    assert done.ok and rig.sim.engine.participants("800") == []
