@@ -99,6 +99,10 @@ class WorkerSettings(Section):
         "own: fetch its own (only with an API client of its own)",
     )
     rate_per_second: int = Field(default=20, ge=0, description="Commands per second per PBX, all workers (0: off)")
+    verify_legs: bool = Field(
+        default=True,
+        description="Read each target leg before acting (D§5: 3CX reuses participant ids); off halves PBX requests",
+    )
     ack_wait_s: float = Field(default=30.0, gt=0)
     takeover_grace_s: float = Field(default=5.0, ge=0)
     fault_pause_after_call_s: float = Field(default=0.0, ge=0, description="Fault injection for tests")

@@ -70,7 +70,8 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
                 fault_pause_after_call_s=w.fault_pause_after_call_s,
             )
             guard = LeaseGuard(nc.jetstream(), override_issuers=settings.coordinator.override_issuers)
-            worker = Worker(nc, gateway, config=config, lease_check=guard, leg_check=legs.check)
+            worker = Worker(nc, gateway, config=config, lease_check=guard,
+                            leg_check=legs.check if settings.worker.verify_legs else None)  # fmt: skip
             ctx.health.set("pbx", True, pbx.base_url)
             try:
                 await worker.run(ctx.stopping, pbx.id)
