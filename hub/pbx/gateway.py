@@ -7,6 +7,7 @@ reason. Queries read XAPI (users, presence, call history, recordings, chat) and 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from hub.config import PbxConfig
@@ -30,12 +31,14 @@ class CallControlGateway:
         messaging: MessagingProvider | None = None,
         xapi: XapiClient | None = None,
         recorder: HubRecorder | None = None,
+        call_id_of: Callable[[str, int], Awaitable[str | None]] | None = None,
     ) -> None:
         self._client = client
         self._pbx = pbx
         self._messaging = messaging
         self._xapi = xapi
         self._recorder = recorder
+        self._call_id_of = call_id_of  # (pbx, 3CX callid) -> the hub's call_id, from ingest's call-id map
 
     async def execute(self, command: c.CommandBase) -> dict[str, Any]:
         try:
@@ -166,8 +169,16 @@ class CallControlGateway:
 
     async def _query(self, query: c.QueryBase) -> tuple[list[dict[str, Any]], int | None]:
         if isinstance(query, c.ActiveCalls):
-            items = [p for dn in await self._client.dns() for p in dn.get("participants", [])]
-            return items, len(items)
+            calls: dict[int, dict[str, Any]] = {}
+            for info in await self._client.dns():
+                for p in info.get("participants", []):
+                    call = calls.setdefault(int(p.get("callid", 0)), {"pbx_call_id": p.get("callid"), "legs": []})
+                    call["legs"].append({"dn": p.get("dn"), "participant_id": p.get("id"), "legid": p.get("legid"),
+                                         "status": p.get("status"), "party": p.get("party_caller_id"),
+                                         "party_name": p.get("party_caller_name")})  # fmt: skip
+            for callid, call in calls.items():
+                call["call_id"] = await self._call_id_of(query.pbx_id, callid) if self._call_id_of else None
+            return list(calls.values()), len(calls)
         xapi = self._xapi
         if isinstance(query, c.Extensions):
             if xapi is None:

@@ -41,11 +41,12 @@ class LegOwnership:
         legid = participant.get("legid")
         if leg.legid is not None and legid is not None and int(legid) != leg.legid:
             self._refuse(command, f"participant {leg.participant_id} on {leg.dn} is now another leg (legid {legid})")
-        owner = await self._call_id_of(command.pbx_id, participant.get("callid"))
+        owner = await self.call_id_of(command.pbx_id, participant.get("callid"))
         if owner is not None and owner != command.call_id:
             self._refuse(command, f"participant {leg.participant_id} on {leg.dn} now belongs to call {owner}")
 
-    async def _call_id_of(self, pbx_id: str, callid: object) -> str | None:
+    async def call_id_of(self, pbx_id: str, callid: object) -> str | None:
+        """The hub's call_id of a live 3CX callid (None without ingest, or once the call ended)."""
         if self._ids is None or not isinstance(callid, int):
             return None
         try:

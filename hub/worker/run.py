@@ -57,10 +57,11 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
             rest = CallControlClient(http, tokens)
             recorder = HubRecorder(nc, http, tokens, settings.recordings_dir(), await open_bucket(js, RECORDINGS),
                                    publish, holder=f"{socket.gethostname()}-{os.getpid()}")  # fmt: skip
-            gateway = CallControlGateway(
-                rest, pbx, messaging_provider(settings, http), XapiClient(http, tokens), recorder=recorder
-            )
             legs = LegOwnership(rest, await open_bucket(js, CALL_IDS))
+            gateway = CallControlGateway(
+                rest, pbx, messaging_provider(settings, http), XapiClient(http, tokens), recorder=recorder,
+                call_id_of=legs.call_id_of,
+            )  # fmt: skip
             w = settings.worker
             config = WorkerConfig(
                 name=f"worker-{pbx.id}",

@@ -14,14 +14,14 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from hub.bus import connect, ensure_streams
+from hub.bus.kv import CALL_IDS, open_bucket
 from hub.bus.pull import BatchPuller
 from hub.config import BusConfig, PbxConfig
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
-from hub.bus.kv import CALL_IDS, open_bucket
 from hub.pbx.xapi import XapiClient
-from hub.worker.legs import LegOwnership
 from hub.sdk import CommandClient
 from hub.simulator import SimHandle, running_simulator
+from hub.worker.legs import LegOwnership
 from hub.worker.service import Worker, WorkerConfig
 from schemas import commands as c
 from schemas import subjects
@@ -169,7 +169,9 @@ async def test_queries_read_the_pbx(rig: Rig) -> None:
     rig.sim.engine.place_call("+15550100", "800")
     active = await rig.client.query(c.ActiveCalls(pbx_id="main"))
     assert active.ok
-    assert [p["dn"] for p in active.items] == ["800"]
+    [call] = active.items
+    assert [leg["dn"] for leg in call["legs"]] == ["800"] and call["legs"][0]["party"] == "+15550100"
+    assert call["call_id"] is None  # no ingest here: the hub's call id is unknown
     extensions = await rig.client.query(c.Extensions(pbx_id="main"))
     assert [e["number"] for e in extensions.items] == ["100", "101", "102", "103"]  # XAPI users, monitored or not
     assert extensions.items[1]["name"] == "Alice" and extensions.items[1]["profile"] == "Available"
