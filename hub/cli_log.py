@@ -93,7 +93,13 @@ def run_replay(
     console = Console(stderr=True)
 
     async def body(store: EventStore) -> None:
-        nc = None if dry_run else await connect(settings.effective_nats_url(), name="masterlinc-replay")
+        nc = (
+            None
+            if dry_run
+            else await connect(
+                settings.effective_nats_url(), name="masterlinc-replay", **settings.bus.security.options()
+            )
+        )
         try:
             with Progress(
                 TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
@@ -125,7 +131,7 @@ def run_tail(settings: Settings, *, call_ids: tuple[str, ...], types: tuple[str,
     console = Console()
 
     async def body() -> None:
-        nc = await connect(settings.effective_nats_url(), name="masterlinc-tail")
+        nc = await connect(settings.effective_nats_url(), name="masterlinc-tail", **settings.bus.security.options())
         queue: asyncio.Queue[Any] = asyncio.Queue()
         for f in filters:
             await nc.subscribe(f, cb=queue.put)
@@ -211,7 +217,7 @@ def run_dlq_retry(settings: Settings, letter_id: int) -> None:
         letter = await store.get_dead_letter(letter_id)
         if letter is None:
             raise ReplayArgumentError(f"no dead letter {letter_id}; `masterlinc dlq list` shows the ids")
-        nc = await connect(settings.effective_nats_url(), name="masterlinc-dlq")
+        nc = await connect(settings.effective_nats_url(), name="masterlinc-dlq", **settings.bus.security.options())
         try:
             js = nc.jetstream()
             await js.publish(letter.subject, letter.payload, headers={"Nats-Msg-Id": f"dlq-retry-{letter.id}"})

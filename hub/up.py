@@ -148,7 +148,7 @@ async def _main(
     await upgrade_async(db_url)
     store = await EventStore.open(db_url)
     before = await store.count(LogFilter())
-    nc = await connect(nats_url, name="masterlinc-up")
+    nc = await connect(nats_url, name="masterlinc-up", **settings.bus.security.options())
     await ensure_streams(nc.jetstream(), settings.bus)
     mcp_port = natsd.free_port()
     sup = Supervisor(data_dir / "logs", _child_env(settings, nats_url, db_url, data_dir))
