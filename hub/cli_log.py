@@ -22,7 +22,7 @@ from hub.eventlog.store import EventStore, StoreUnavailable
 from hub.replay import ReplayArgumentError, ReplayRequest, replay
 from schemas import subjects
 from schemas.events import EVENT_CLASSES
-from schemas.tokens import InvalidTokenError
+from schemas.tokens import InvalidTokenError, check_token
 
 T = TypeVar("T")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -167,6 +167,11 @@ def _line(raw: dict[str, Any]) -> str:
 
 
 def run_show(settings: Settings, call_id: str) -> None:
+    try:
+        check_token(call_id, "call id")
+    except InvalidTokenError as exc:
+        fail(str(exc))
+
     async def body(store: EventStore) -> list[Any]:
         if not await store.known_call(call_id):
             raise ReplayArgumentError(f"call {call_id!r} is not in the event log")
