@@ -63,8 +63,8 @@ async def test_the_mcp_facade_refuses_injected_arguments_before_the_bus(nc: Nats
     ):
         for value in ("x.>", "1' OR '1'='1", "../../etc/passwd"):
             results.append(await client.call_tool("drop_call", {"call_id": value}))
-            results.append(await client.call_tool("drop_call", {"call_id": "01JCALL",
-                                                                 "leg": {"dn": value, "participant_id": 1}}))  # fmt: skip
+            leg = {"dn": value, "participant_id": 1}
+            results.append(await client.call_tool("drop_call", {"call_id": "01JCALL", "leg": leg}))
             with pytest.raises(MCPError, match="is not an extension number|Unknown resource"):
                 await client.read_resource(f"3cx://extensions/{value}/presence")
         for value in ("101/../800", "９１１", "+1 415 555 0100"):
