@@ -24,12 +24,13 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge, Histogram
 
-from hub.bus import REPLAY_HEADER, BusUnavailableError, connect, ensure_streams
+from hub.bus import REPLAY_HEADER
 from hub.bus.pull import BatchPuller, stream_sequence
 from hub.config import RecorderConfig, Settings
 from hub.eventlog.store import DeadLetterInput, EventStore, LogRow, StoreUnavailable
 from hub.logs import get_logger
 from hub.runner import Health, ServiceContext, run_service, until_ready, wait_or_stop
+from hub.services import open_bus
 from schemas import subjects
 from schemas.codec import DecodeError
 
@@ -235,19 +236,11 @@ async def recorder_main(ctx: ServiceContext, settings: Settings) -> None:
     if store is None:
         return
     try:
-        nats_url = settings.effective_nats_url()
-        nc = await until_ready(
-            "nats",
-            lambda: connect(nats_url, name="masterlinc-recorder", **settings.bus.security.options()),
-            BusUnavailableError,
-            ctx.health,
-            ctx.stopping,
-        )
+        nc = await open_bus(ctx, settings, "masterlinc-recorder")
         if nc is None:
             return
         try:
             js = nc.jetstream()
-            await ensure_streams(js, settings.bus)
             recorder = Recorder(js, store, settings.recorder, ctx.health)
             await recorder.run(ctx.stopping)
             log.info("recorder stopped", **vars(recorder.stats))

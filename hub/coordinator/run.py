@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hub.bus import BusUnavailableError, connect, ensure_streams
 from hub.config import Settings
 from hub.coordinator.rules import AssignmentRules
 from hub.coordinator.service import Coordinator, CoordinatorConfig
-from hub.runner import ServiceContext, run_service, until_ready
+from hub.runner import ServiceContext, run_service
 from hub.sdk.run import reporting_ready, runtime_options
+from hub.services import open_bus
 
 
 def coordinator_config(settings: Settings) -> CoordinatorConfig:
@@ -31,19 +31,10 @@ def load_assignment_rules(settings: Settings, rules_file: Path | None = None) ->
 
 
 async def coordinator_main(ctx: ServiceContext, settings: Settings, rules: AssignmentRules | None) -> None:
-    ctx.health.set("nats", False, "connecting")
-    url = settings.effective_nats_url()
-    nc = await until_ready(
-        "nats",
-        lambda: connect(url, name="masterlinc-coordinator", **settings.bus.security.options()),
-        BusUnavailableError,
-        ctx.health,
-        ctx.stopping,
-    )
+    nc = await open_bus(ctx, settings, "masterlinc-coordinator")
     if nc is None:
         return
     try:
-        await ensure_streams(nc.jetstream(), settings.bus)
         coordinator = Coordinator(
             nc, rules=rules, config=coordinator_config(settings), runtime_options=runtime_options(settings)
         )

@@ -22,9 +22,8 @@ import math
 import os
 import re
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +31,7 @@ import httpx
 import websockets
 
 from hub import natsd
+from hub.bench.procs import spawn
 from hub.bench.registry import BenchOptions, BenchResult, Figure, benchmark, percentile
 from hub.bus import connect, ensure_streams
 from hub.config import BusConfig
@@ -39,21 +39,6 @@ from hub.config import BusConfig
 PBX = "bench"
 REPEAT_S = 0.75
 PROBE_DN = "101"
-
-
-@contextlib.contextmanager
-def _spawn(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(  # noqa: S603 - our own modules with this interpreter
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @dataclass
@@ -96,7 +81,7 @@ class _Run:
 async def _simulator(run: _Run) -> AsyncIterator[subprocess.Popen[str]]:
     args = ["-m", "hub.ingest.loadsim", str(run.port), str(run.calls), str(run.repeat_s), str(run.probes_per_s),
             str(run.seconds), str(run.warmup_s)]  # fmt: skip
-    with _spawn(args) as proc:
+    with spawn(args) as proc:
         assert proc.stdout is not None
         line = await asyncio.to_thread(proc.stdout.readline)
         if line.strip() != "ready":
@@ -202,7 +187,7 @@ async def _hub_run(run: _Run, nats_url: str) -> _HubFigures:
     backlog: list[tuple[float, float]] = []
     try:
         async with _simulator(run) as proc, httpx.AsyncClient() as http:
-            with _spawn(["-m", "hub.cli", "ingest"], env=env):
+            with spawn(["-m", "hub.cli", "ingest"], env=env):
                 await _wait_line(proc, "loaded", 60)
                 done = asyncio.create_task(_wait_line(proc, "done", run.seconds + run.warmup_s + 120))
                 await asyncio.sleep(run.warmup_s)

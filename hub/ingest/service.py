@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 import httpx
 from nats.aio.client import Client
 
-from hub.bus import BusUnavailableError, connect, ensure_streams
 from hub.config import PbxConfig, Settings
 from hub.ingest.adapter import PbxAdapter, new_holder_id
 from hub.logs import get_logger
 from hub.pbx.callcontrol import CallControlClient
 from hub.pbx.token import TokenProvider
 from hub.pbx.xapi import XapiClient
-from hub.runner import Health, ServiceContext, run_service, until_ready
+from hub.runner import Health, ServiceContext, run_service
+from hub.services import open_bus
 
 log = get_logger(__name__)
 
@@ -51,19 +51,10 @@ async def ingest_main(ctx: ServiceContext, settings: Settings) -> None:
         raise ValueError("no PBX configured: set ML_PBXS__0__ID, ..._BASE_URL, ..._CLIENT_ID and ..._CLIENT_SECRET")
     for pbx in settings.pbxs:
         pbx.secret()  # a missing secret is a configuration error, said now
-    url = settings.effective_nats_url()
-    ctx.health.set("nats", False, "connecting")
-    nc = await until_ready(
-        "nats",
-        lambda: connect(url, name="masterlinc-ingest", **settings.bus.security.options()),
-        BusUnavailableError,
-        ctx.health,
-        ctx.stopping,
-    )
+    nc = await open_bus(ctx, settings, "masterlinc-ingest")
     if nc is None:
         return
     try:
-        await ensure_streams(nc.jetstream(), settings.bus)
         async with adapters(nc, settings, ctx.health) as running:
             await asyncio.gather(*(adapter.run(ctx.stopping) for adapter in running))
     finally:

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from hub.bus import BusUnavailableError, connect, ensure_streams
 from hub.config import Settings
 from hub.runner import ServiceContext, run_service, until_ready
 from hub.sdk.agent import Agent
 from hub.sdk.runtime import AgentRuntime, RuntimeOptions
 from hub.sdk.tracking import Tracker, TrackingUnavailable
+from hub.services import open_bus
 
 
 def runtime_options(settings: Settings, *, backfill: bool = False) -> RuntimeOptions:
@@ -48,20 +48,11 @@ async def reporting_ready(ctx: ServiceContext, component: str, ready: asyncio.Ev
 
 
 async def agent_main(ctx: ServiceContext, settings: Settings, agent: Agent, backfill: bool) -> None:
-    ctx.health.set("nats", False, "connecting")
-    url = settings.effective_nats_url()
-    nc = await until_ready(
-        "nats",
-        lambda: connect(url, name=f"masterlinc-agent-{agent.name}", **settings.bus.security.options()),
-        BusUnavailableError,
-        ctx.health,
-        ctx.stopping,
-    )
+    nc = await open_bus(ctx, settings, f"masterlinc-agent-{agent.name}")
     if nc is None:
         return
     tracker: Tracker | None = None
     try:
-        await ensure_streams(nc.jetstream(), settings.bus)
         if agent.database is not None:
             db_url = settings.effective_database_url()
             tracker = await until_ready(

@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import json
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import websockets
 
+from hub.bench.procs import spawn
 from hub.bench.registry import BenchOptions, BenchResult, Figure, benchmark
 from hub.natsd import free_port
 from hub.simulator.config import SimConfig
@@ -51,14 +51,8 @@ asyncio.run(main())
 """
 
 
-@contextlib.contextmanager
-def _process(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)  # noqa: S603
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def _process(code: str, *args: str) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
+    return spawn(["-c", code, *args])
 
 
 async def _wait_port(url: str) -> None:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import httpx
 
 from hub import natsd
+from hub.bench.procs import spawn
 from hub.bench.registry import BenchOptions, BenchResult, Figure, benchmark, percentile
 from hub.bus import connect, ensure_streams
 from hub.bus.kv import CALL_IDS, open_bucket
@@ -53,25 +53,10 @@ asyncio.run(main())
 """
 
 
-@contextlib.contextmanager
-def _process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(  # noqa: S603 - this interpreter with our own code
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @contextlib.asynccontextmanager
 async def _simulator(route_point: str) -> AsyncIterator[str]:
     port = natsd.free_port()
-    with _process(["-c", _SIM, str(port), route_point]) as proc:
+    with spawn(["-c", _SIM, str(port), route_point]) as proc:
         assert proc.stdout is not None
         if (await asyncio.to_thread(proc.stdout.readline)).strip() != "ready":
             raise RuntimeError("the simulator did not start")
@@ -222,7 +207,7 @@ def _workers(nats_url: str, base: str, count: int, verify: bool = True) -> Itera
         "ML_WORKER__TOKEN_SOURCE": "owner", "ML_WORKER__VERIFY_LEGS": "true" if verify else "false",
     })  # fmt: skip
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(_process(["-m", "hub.cli", "worker"], env)) for _ in range(count)]
+        yield [stack.enter_context(spawn(["-m", "hub.cli", "worker"], env)) for _ in range(count)]
 
 
 async def _one_throughput(

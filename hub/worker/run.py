@@ -7,7 +7,7 @@ import socket
 
 import httpx
 
-from hub.bus import BusUnavailableError, EventPublisher, connect, ensure_streams
+from hub.bus import EventPublisher
 from hub.bus.kv import CALL_IDS, RECORDINGS, open_bucket
 from hub.config import Settings
 from hub.coordinator.guard import LeaseGuard
@@ -16,7 +16,8 @@ from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
 from hub.pbx.broker import BrokeredTokens
 from hub.pbx.token import TokenSource
 from hub.pbx.xapi import XapiClient
-from hub.runner import ServiceContext, run_service, until_ready
+from hub.runner import ServiceContext, run_service
+from hub.services import open_bus
 from hub.worker.legs import LegOwnership
 from hub.worker.messaging import LogOnlyProvider, MessagingProvider, WebhookProvider
 from hub.worker.recording import HubRecorder
@@ -30,20 +31,11 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
     if not settings.pbxs:
         raise ValueError("no PBX configured: set ML_PBXS__0__ID, ..._BASE_URL, ..._CLIENT_ID and ..._CLIENT_SECRET")
     pbx = settings.pbx(pbx_id) if pbx_id else settings.pbxs[0]
-    ctx.health.set("nats", False, "connecting")
-    url = settings.effective_nats_url()
-    nc = await until_ready(
-        "nats",
-        lambda: connect(url, name=f"masterlinc-worker-{pbx.id}", **settings.bus.security.options()),
-        BusUnavailableError,
-        ctx.health,
-        ctx.stopping,
-    )
+    nc = await open_bus(ctx, settings, f"masterlinc-worker-{pbx.id}")
     if nc is None:
         return
     verify: bool | str = str(pbx.ca_file) if pbx.ca_file else pbx.verify_tls
     try:
-        await ensure_streams(nc.jetstream(), settings.bus)
         ctx.health.set("nats", True)
         async with httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=10.0) as http:
             tokens: TokenSource = (
