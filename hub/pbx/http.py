@@ -4,12 +4,19 @@ Statuses >= 300 are returned for the caller to translate (the two APIs word thei
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
+from prometheus_client import Counter, Histogram
 
 from hub.pbx.errors import PbxUnavailable
 from hub.pbx.token import TokenSource
+
+REQUESTS = Counter("ml_pbx_requests_total", "Requests to the PBX's APIs, by API and status (0: no answer)",
+                   ["api", "status"])  # fmt: skip
+SECONDS = Histogram("ml_pbx_request_seconds", "PBX request time", ["api"],
+                    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))  # fmt: skip
 
 
 async def authorized(
@@ -23,14 +30,19 @@ async def authorized(
     params: dict[str, str] | None = None,
 ) -> httpx.Response:
     token = await tokens.token()
+    api = "xapi" if path.startswith("/xapi/") else "callcontrol"
     response: httpx.Response | None = None
     for attempt in (1, 2):
+        started = time.perf_counter()
         try:
             response = await http.request(
                 method, path, json=json, params=params, headers={"Authorization": f"Bearer {token}"}
             )
         except httpx.HTTPError as exc:
+            REQUESTS.labels(api, "0").inc()
             raise PbxUnavailable(f"{what}: {type(exc).__name__}") from None
+        SECONDS.labels(api).observe(time.perf_counter() - started)
+        REQUESTS.labels(api, str(response.status_code)).inc()
         if response.status_code == 401 and attempt == 1:
             token = await tokens.refresh(token)
             continue
