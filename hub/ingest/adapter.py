@@ -40,7 +40,7 @@ from hub.ingest.outbox import Outbox
 from hub.ingest.polling import ChatPoller, PresencePoller, Reconciler, every, publish_acked
 from hub.ingest.tracker import Observation, Read, Tracker
 from hub.ingest.wire import FrameError, LegSnapshot, parse_frame, parse_participant
-from hub.logs import get_logger
+from hub.logs import bind, get_logger
 from hub.pbx.broker import TokenOwner
 from hub.pbx.callcontrol import CallControlClient
 from hub.pbx.errors import PbxError, PbxForbidden, PbxNotFound, PbxRateLimited
@@ -220,6 +220,7 @@ class PbxAdapter:
     async def _lead(self, stopping: asyncio.Event) -> None:
         assert self.lease is not None
         self.stats.leaderships += 1
+        bind(pbx_id=self.pbx.id)
         js = self.nc.jetstream()
         registry = CallRegistry(
             self.pbx.id, await open_bucket(js, CALL_IDS), await open_bucket(js, INGEST_STATE),

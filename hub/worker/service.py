@@ -33,7 +33,7 @@ from prometheus_client import Counter, Histogram
 
 from hub.bus import EventPublisher
 from hub.bus.kv import IDEMPOTENCY, RATE, open_bucket
-from hub.logs import get_logger
+from hub.logs import bind, get_logger
 from hub.worker.gateway import CommandFailure, PbxGateway
 from hub.worker.idempotency import Claim, ClaimOutcome, IdempotencyStore
 from hub.worker.policy import DialPolicy
@@ -144,6 +144,8 @@ class Worker:
             )
             await msg.term()
             return
+        bind(pbx_id=command.pbx_id, call_id=command.call_id,
+             correlation_id=command.correlation_id or command.command_id)  # fmt: skip
         result = await self._execute(command, msg)
         if result is None:  # another worker holds it: let the message come back later
             await msg.nak(delay=1.0)
