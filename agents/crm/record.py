@@ -7,7 +7,7 @@ What the record says, and from which events:
 |---|---|
 | direction, caller (number, name), callee, did | ``call.created`` |
 | started_at | ``call.created`` (else the first leg event) |
-| answered_at, answered_by | the first ``call.answered`` on a leg off the route point (which answers every call at once) |
+| answered_at, answered_by | the first ``call.answered`` off the route point (which answers every call at once) |
 | ended_at, end_cause | ``call.ended`` (its cause, as ingest saw it) |
 | ring_seconds, talk_seconds | start -> answer, answer -> end (a call nobody answered rang until it ended) |
 | outcome | rejected (a blocked caller, or that cause), answered (a person, or a voice agent talked), failed, missed |

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable
+from typing import Any
 
 import anyio
 import pytest
@@ -141,12 +143,12 @@ def _observed(events: list[ev.EventBase]) -> int:
     return sum(1 for e in events if type(e) in OBSERVED)
 
 
-async def _count(awaitable: object, n: int) -> bool:
-    return len(await awaitable) == n  # type: ignore[arg-type, misc]
+async def _count(rows: Awaitable[list[Any]], n: int) -> bool:
+    return len(await rows) == n
 
 
-async def _any(awaitable: object) -> bool:
-    return bool(await awaitable)  # type: ignore[misc]
+async def _any(found: Awaitable[list[Any]]) -> bool:
+    return bool(await found)
 
 
 async def _true(value: object) -> bool:

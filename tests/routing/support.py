@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,43 @@ from schemas.common import LegRef
 from tests.agents.support import PBX, ROUTE_POINT, SAFE_ROUTE
 
 COORDINATOR_RULES = "rules:\n  - {name: everyone, match: {}, action: {assign: routing}}\n"
+
+
+def hours(open_now: bool) -> str:
+    """Business hours (UTC, every day) that include now, or that do not."""
+    now = datetime.now(UTC)
+    start = now - timedelta(hours=2) if open_now else now + timedelta(hours=2)
+    end = start + timedelta(hours=4 if open_now else 2)
+    return f'"{start:%H:%M}-{end:%H:%M}"'
+
+
+def rules(open_now: bool = True, vip_action: str = '{transfer: "101"}', attempts: int = 2) -> str:
+    return f"""\
+timezone: UTC
+hours: {{mon-sun: {hours(open_now)}}}
+lists:
+  vip: ["+1555010*"]
+  blocked: ["+1900*"]
+menus:
+  main:
+    prompt: {{tone: 440, ms: 300}}
+    invalid: {{tone: 300, ms: 150}}
+    timeout_s: 0.5
+    attempts: {attempts}
+    options: {{"1": {{transfer: "101"}}, "2": {{transfer: "102"}}}}
+    otherwise: {{transfer: "100"}}
+rules:
+  - name: blocked
+    match: {{caller_list: blocked}}
+    action: {{reject: true}}
+  - name: closed
+    match: {{when: closed}}
+    action: {{voicemail: "100"}}
+  - name: vip
+    match: {{caller_list: vip}}
+    action: {vip_action}
+default: {{menu: main}}
+"""
 
 
 @dataclass
