@@ -146,7 +146,7 @@ async def _lags(nats_url: str, db_url: str, seconds: float, hold_s: float, warmu
                     started = time.time()
                     described = await _scenario_done(sim, seconds + warmup_s + hold_s + 120)
                     async with asyncio.timeout(60):  # the last calls end hold_s after the load stops placing
-                        # noqa below: the condition is a quiet period over two callbacks' counts, not one event
+                        # waived lint: the condition is a quiet period over two callbacks' counts, not one event
                         while len(written) < len(ended) or time.time() - max(ended.values(), default=0) < 2.0:  # noqa: ASYNC110
                             await asyncio.sleep(0.2)
         finally:

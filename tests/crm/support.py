@@ -15,11 +15,12 @@ from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agents.crm import CrmAgent, CrmConfig, RemoteTarget
-from agents.crm.tables import crm_outbox, crm_records
+from agents.crm.tables import crm_calls, crm_links, crm_outbox, crm_records
+from hub.eventlog.tables import agent_tracking, events
 from hub.sdk import RuntimeOptions, Tracker
 from schemas import events as ev
 from schemas.common import CallSeq, Direction, LegRef, Participant
-from schemas.identity import derived_event_id, leg_event_id, new_call_id
+from schemas.identity import leg_event_id, new_call_id
 from tests.agents.support import FAST, PBX, ROUTE_POINT, running
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -164,11 +165,13 @@ async def outbox(db_url: str, target: str | None = None) -> list[dict[str, Any]]
     return await rows(db_url, crm_outbox, *([crm_outbox.c.target == target] if target else []))
 
 
-def handoff_event(story: CallStory, at: float, to_agent: str) -> ev.AgentHandedOff:
-    data = ev.HandoffData(from_agent="basma", to_agent=to_agent, summary="wants a quote")
-    event = ev.AgentHandedOff(
-        event_id=derived_event_id(story.call_id, "handoff"), pbx_id=PBX, call_id=story.call_id,
-        occurred_at=story.start + timedelta(seconds=at), data=data,
-    )  # fmt: skip
-    story.events.append(event)
-    return event
+async def emptied(url: str) -> str:
+    """``url`` with the CRM tables, the agents' positions and the event log emptied (Postgres is shared)."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for table in (crm_calls, crm_records, crm_outbox, crm_links, agent_tracking, events):
+                await conn.execute(sa.delete(table))
+    finally:
+        await engine.dispose()
+    return url

@@ -25,10 +25,16 @@ from schemas import events as ev
 from schemas import subjects
 from schemas.codec import dump_event
 from tests.agents.support import FAST, cli_env, events_of, publish
-from tests.crm.support import CallStory, outbox, records, running_crm
+from tests.crm.support import CallStory, emptied, outbox, records, running_crm
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
+
+
+@pytest.fixture
+async def db_url(store_url: str) -> str:
+    """This suite runs on SQLite and on Postgres."""
+    return await emptied(store_url)
 
 
 async def test_a_call_becomes_one_record_in_the_database_and_is_announced(nc: Client, db_url: str) -> None:

@@ -15,11 +15,19 @@ from agents.crm import CallState, CrmStore, Deliverer, HubSpotCalls, HubSpotTarg
 from agents.crm.targets.hubspot import CONNECTED, properties
 from tests.agents.support import PBX, ROUTE_POINT
 from tests.crm.fake_hubspot import TOKEN, FakeHubSpot
-from tests.crm.support import CallStory, outbox
+from tests.crm.support import CallStory, emptied, outbox
 from tests.helpers import wait_until
 from tests.voice.localserver import serving
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def db_url(store_url: str) -> str:
+    """This suite runs on SQLite and on Postgres."""
+    return await emptied(store_url)
+
+
 ID_PROPERTY = "masterlinc_record_id"
 
 
