@@ -324,15 +324,20 @@ def agent_run(
     backfill: Annotated[
         bool, typer.Option("--backfill", help="Also handle replayed events (Ml-Replay), e.g. to rebuild records")
     ] = False,
+    rules: Annotated[Path | None, typer.Option(help="Rule file, YAML or TOML, for agents that take one")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Decide and log, act on nothing (agents that support it)")
+    ] = False,
 ) -> None:
     """Run one replica of an agent; start more to split the calls between them."""
-    from hub.sdk.discovery import AgentLoadError, AgentNotFoundError, load_agent
+    from hub.sdk.discovery import AgentLoadError, AgentNotFoundError, AgentOptions, AgentOptionsError, load_agent
     from hub.sdk.run import run_agent_service
 
     settings = settings_or_exit()
+    options = AgentOptions(settings=settings, rules=rules, dry_run=dry_run, backfill=backfill)
     try:
-        agent = load_agent(name)
-    except (AgentNotFoundError, AgentLoadError) as exc:
+        agent = load_agent(name, options)
+    except (AgentNotFoundError, AgentLoadError, AgentOptionsError) as exc:
         fail(str(exc))
     raise typer.Exit(asyncio.run(run_agent_service(settings, agent, backfill=backfill)))
 

@@ -189,6 +189,57 @@ class CoordinatorSettings(Section):
         return self.safe_routes.get(pbx_id, self.safe_route)
 
 
+class RoutingSettings(Section):
+    """The routing agent (``masterlinc agent run routing``); ``--rules`` wins over ``rules_file``."""
+
+    rules_file: Path | None = Field(default=None, description="YAML or TOML routing rules (agents/routing/rules.py)")
+    watch_interval_s: float = Field(default=1.0, gt=0, description="How often the rule file is checked for changes")
+    audio_connect_s: float = Field(default=10.0, gt=0, description="How long a menu waits for the leg's audio stream")
+
+
+class CrmSettings(Section):
+    """The CRM logging agent (``masterlinc agent run crm``): where call records go, and how deliveries are retried."""
+
+    targets: str = Field(
+        default="database", description="Where records go, comma-separated: database, webhook, hubspot"
+    )
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    hubspot_base_url: str = "https://api.hubapi.com"
+    hubspot_token: SecretStr | None = Field(default=None, description="A private app access token")
+    hubspot_id_property: str = Field(
+        default="masterlinc_record_id",
+        description="A custom call property (create it in HubSpot) holding the hub's record id: found before create",
+    )
+    hubspot_search_lag_s: float = Field(
+        default=10.0, ge=0, description="After a create whose answer was lost, search this long before creating again"
+    )
+    route_points: bool = Field(default=True, description="Answers at the route point do not count as a person's")
+    retry_base_s: float = Field(default=1.0, gt=0, description="First retry delay of a failed delivery (doubles)")
+    retry_max_s: float = Field(default=300.0, gt=0, description="Longest delay between two delivery attempts")
+    max_attempts: int = Field(default=50, ge=1, description="Attempts before a delivery is marked failed")
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    poll_s: float = Field(default=1.0, gt=0, description="How often the outbox is checked besides new records")
+    fault_pause_event: str = Field(default="", description="Fault injection for tests: an event type to pause after")
+    fault_pause_s: float = Field(default=0.0, ge=0, description="... for this long, between its commit and its ack")
+
+    @property
+    def target_list(self) -> list[str]:
+        return [part.strip() for part in self.targets.split(",") if part.strip()]
+
+    @model_validator(mode="after")
+    def _targets_complete(self) -> CrmSettings:
+        known = {"database", "webhook", "hubspot"}
+        unknown = [t for t in self.target_list if t not in known]
+        if unknown or not self.target_list:
+            raise ValueError(f"ML_CRM__TARGETS is a comma-separated list of database, webhook, hubspot; not {unknown}")
+        if "webhook" in self.target_list and (not self.webhook_url or self.webhook_secret is None):
+            raise ValueError("the webhook target needs ML_CRM__WEBHOOK_URL and ML_CRM__WEBHOOK_SECRET")
+        if "hubspot" in self.target_list and self.hubspot_token is None:
+            raise ValueError("the hubspot target needs ML_CRM__HUBSPOT_TOKEN (a private app access token)")
+        return self
+
+
 class IngestConfig(Section):
     """The adapter: how hard it reads the PBX, how long it holds events while NATS is down, and the rows of the
     participant-to-event mapping that 3CX leaves unverified (docs/ingest.md)."""
@@ -259,6 +310,8 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
     coordinator: CoordinatorSettings = Field(default_factory=CoordinatorSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    crm: CrmSettings = Field(default_factory=CrmSettings)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
 
     @field_validator("pbxs", mode="before")

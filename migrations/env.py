@@ -8,10 +8,11 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from agents.crm.tables import metadata as crm_metadata
 from hub.eventlog.tables import metadata
 
 config = context.config
-target_metadata = metadata
+target_metadata = [metadata, crm_metadata]  # the event log's tables, and the CRM agent's (revision 0003)
 
 
 def _url() -> str:

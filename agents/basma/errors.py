@@ -11,6 +11,7 @@ websockets exceptions, and no error ever carries an API key.
 
 from __future__ import annotations
 
+from hub.audio.stream import StreamError
 from hub.rules.loader import RuleError
 
 
@@ -33,10 +34,8 @@ class PolicyError(RuleError, VoiceError):
     """A problem in a receptionist policy file: ``source:line: problem``."""
 
 
-class AudioStreamError(VoiceError):
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        self.status = status
-        super().__init__(message)
+class AudioStreamError(StreamError, VoiceError):
+    """The PBX audio stream failed (``status``: the last HTTP status); see :class:`hub.audio.stream.StreamError`."""
 
 
 class ProviderError(VoiceError):

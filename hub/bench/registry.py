@@ -20,6 +20,8 @@ BENCH_MODULES: tuple[str, ...] = (
     "hub.mcp.bench",
     "hub.coordinator.bench",
     "agents.basma.bench",
+    "agents.routing.bench",
+    "agents.crm.bench",
 )
 
 

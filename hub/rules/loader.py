@@ -90,6 +90,10 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, _Positions]:
     return data, _Positions(source, lines)
 
 
+_TOML_TABLE = re.compile(r"\[\s*([^\[\]]+?)\s*\]")
+_TOML_KEY = re.compile(r"""\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_+*#-]+))\s*=""")
+
+
 def _parse_toml(text: str, source: str) -> tuple[Any, _Positions]:
     try:
         data = tomllib.loads(text)
@@ -97,29 +101,40 @@ def _parse_toml(text: str, source: str) -> tuple[Any, _Positions]:
         match = re.search(r"line (\d+)", str(exc))
         raise RuleError(source, int(match[1]) if match else 1, f"not valid TOML: {exc}") from None
     lines: dict[Path_, int] = {}
-    headers = [i + 1 for i, line in enumerate(text.splitlines()) if line.strip() == "[[rules]]"]
-    text_lines = text.splitlines()
-    for index, start in enumerate(headers):
-        lines[("rules", index)] = start
-        end = headers[index + 1] if index + 1 < len(headers) else len(text_lines) + 1
-        for number in range(start, end):
-            key = re.match(r"\s*([A-Za-z_][\w-]*)\s*=", text_lines[number - 1])
-            if key:
-                lines.setdefault(("rules", index, key[1]), number)
-    for number, line in enumerate(text_lines, 1):
-        key = re.match(r"\s*([A-Za-z_][\w-]*)\s*=", line)
-        if key and not any(h <= number for h in headers):
-            lines.setdefault((key[1],), number)
+    table: Path_ = ()
+    arrays: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("[[") and stripped.endswith("]]"):  # an array of tables: [[rules]]
+            name = stripped[2:-2].strip()
+            arrays[name] = arrays.get(name, -1) + 1
+            table = (name, arrays[name])
+            lines.setdefault(table, number)
+            continue
+        header = _TOML_TABLE.fullmatch(stripped)
+        if header:  # a table: [menus.main]
+            table = tuple(part.strip().strip("\"'") for part in header[1].split("."))
+            for depth in range(1, len(table) + 1):
+                lines.setdefault(table[:depth], number)
+            continue
+        key = _TOML_KEY.match(line)
+        if key:
+            name = next(g for g in key.groups() if g is not None)
+            lines.setdefault((*table, name), number)
     return data, _Positions(source, lines)
 
 
-def parse_rules(text: str, source: str = "<rules>", *, actions: Collection[str] | None = None) -> RuleSet:
-    """Parse and validate a rule document. ``actions`` is the vocabulary of action keys the caller understands."""
+def parse_rules(
+    text: str, source: str = "<rules>", *, actions: Collection[str] | None = None, sections: Collection[str] = ()
+) -> RuleSet:
+    """Parse and validate a rule document. ``actions`` is the vocabulary of action keys the caller understands;
+    ``sections`` are extra top-level sections it understands, returned as parsed in ``RuleSet.sections`` for it to
+    validate (``RuleSet.line`` gives their lines)."""
     is_toml = source.endswith(".toml")
     data, pos = _parse_toml(text, source) if is_toml else _parse_yaml(text, source)
     if not isinstance(data, dict):
         raise pos.error((), "the top level must be a mapping with 'rules' (and optionally timezone, hours, ...)")
-    known = {"timezone", "hours", "holidays", "lists", "rules", "default", "menus"}
+    known = {"timezone", "hours", "holidays", "lists", "rules", "default", "menus", *sections}
     for key in data:
         if key not in known:
             raise pos.error((key,), f"unknown section {key!r}; known: {', '.join(sorted(known))}")
@@ -136,15 +151,18 @@ def parse_rules(text: str, source: str = "<rules>", *, actions: Collection[str] 
     default = data.get("default")
     if default is not None:
         _action(default, ("default",), pos, actions)
-    return RuleSet(source=source, rules=rules, schedule=schedule, lists=lists, default=default)
+    extra = {name: data[name] for name in sections if name in data}
+    return RuleSet(
+        source=source, rules=rules, schedule=schedule, lists=lists, default=default, sections=extra, positions=pos
+    )
 
 
-def load_rules(path: Path, *, actions: Collection[str] | None = None) -> RuleSet:
+def load_rules(path: Path, *, actions: Collection[str] | None = None, sections: Collection[str] = ()) -> RuleSet:
     try:
         text = path.read_text()
     except OSError as exc:
         raise RuleError(str(path), 0, f"cannot read the rule file: {exc.strerror}") from None
-    return parse_rules(text, str(path), actions=actions)
+    return parse_rules(text, str(path), actions=actions, sections=sections)
 
 
 def _schedule(data: dict[str, Any], pos: _Positions) -> Schedule | None:

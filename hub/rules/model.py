@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -95,6 +95,10 @@ class Rule:
     line: int
 
 
+class Positions(Protocol):
+    def line(self, path: tuple[str | int, ...]) -> int: ...
+
+
 @dataclass(frozen=True)
 class RuleSet:
     source: str
@@ -102,6 +106,13 @@ class RuleSet:
     schedule: Schedule | None = None
     lists: dict[str, frozenset[str]] = field(default_factory=dict)
     default: dict[str, Any] | None = None
+    sections: dict[str, Any] = field(default_factory=dict)
+    """Top-level sections a caller of ``parse_rules(sections=...)`` asked for, as parsed (it validates them)."""
+    positions: Positions | None = field(default=None, repr=False, compare=False)
+
+    def line(self, *path: str | int) -> int:
+        """The source line of a value, by its path in the document (``"rules", 0, "action"``); 0 when unknown."""
+        return self.positions.line(tuple(path)) if self.positions is not None else 0
 
     def first_match(self, ctx: CallContext) -> Rule | None:
         for rule in self.rules:

@@ -14,6 +14,7 @@ An agent is only a declaration: :class:`hub.sdk.runtime.AgentRuntime` runs it (`
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,9 +26,12 @@ from schemas.tokens import check_token
 
 if TYPE_CHECKING:
     from hub.sdk.context import Context
+    from hub.sdk.runtime import AgentRuntime
 
 Handler = Callable[[Any, "Context"], Awaitable[None]]
 H = TypeVar("H", bound=Handler)
+Lifespan = Callable[["AgentRuntime"], AbstractAsyncContextManager[None]]
+L = TypeVar("L", bound=Lifespan)
 
 COORDINATOR = "coordinator"
 """The coordinator's agent name; its commands (``agent:coordinator``) may act on any leased call."""
@@ -87,6 +91,7 @@ class Agent:
         self.subscriptions: list[Subscription] = []
         self.assigned_handlers: list[Handler] = []
         self.handoff_handlers: list[Handler] = []
+        self.lifespans: list[Lifespan] = []
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, handlers={len(self.subscriptions)})"
@@ -121,6 +126,13 @@ class Agent:
         already this agent's); ``event.data.summary`` and ``event.data.context`` carry what the other agent knew."""
         self.handoff_handlers.append(handler)
         return handler
+
+    def lifespan(self, factory: L) -> L:
+        """Register an async context manager factory, entered with the runtime before the first event is handled
+        and left after the last: the place for the agent's own resources (an HTTP client) and background work
+        (an outbox sender, a file watch), owned by the replica and cancelled when it stops."""
+        self.lifespans.append(factory)
+        return factory
 
     def filters(self) -> list[EventFilter]:
         return [f for s in self.subscriptions for f in s.filters] + list(INTERNAL_FILTERS)

@@ -5,21 +5,33 @@
     [project.entry-points."masterlinc.agents"]
     hello = "hello_agent:agent"          # an hub.sdk.Agent, or a function returning one
 
-The entry point's name must be the agent's name (the name other agents, rules and leases know it by).
+The entry point's name must be the agent's name (the name other agents, rules and leases know it by); a factory may
+return a variant named ``<name>-<something>`` (a dry run that must not share the real agent's calls).
+
+A factory that takes one parameter gets the :class:`AgentOptions` of ``masterlinc agent run`` (settings, ``--rules``,
+``--dry-run``, ``--backfill``); an agent that takes no options refuses them with a clear error.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hub.sdk.agent import Agent
+
+if TYPE_CHECKING:
+    from hub.config import Settings
 
 ENTRY_POINT_GROUP = "masterlinc.agents"
 
 BUILTIN: dict[str, str] = {
     "template": "agents.template:agent",
+    "routing": "agents.routing:build",
+    "crm": "agents.crm:build",
 }
 """Built-in agents: name -> ``module:attribute``."""
 
@@ -36,6 +48,26 @@ class AgentNotFoundError(LookupError):
 
 class AgentLoadError(ImportError):
     """An agent was found but could not be loaded; the message says from where and why."""
+
+
+class AgentOptionsError(ValueError):
+    """The options given to ``agent run`` do not suit the agent (or its factory refused them, saying why)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentOptions:
+    """What ``masterlinc agent run`` hands an agent factory. Agents read their own settings section from
+    ``settings``; ``rules`` and ``dry_run`` are for agents that take them (the routing agent)."""
+
+    settings: Settings | None = None
+    rules: Path | None = None
+    dry_run: bool = False
+    backfill: bool = False
+
+    @property
+    def given(self) -> list[str]:
+        """The agent-specific options that were set, as the command line spells them."""
+        return [flag for flag, on in (("--rules", self.rules is not None), ("--dry-run", self.dry_run)) if on]
 
 
 @dataclass(frozen=True)
@@ -59,7 +91,7 @@ def available() -> list[AgentSource]:
     return sorted(found.values(), key=lambda s: s.name)
 
 
-def load_agent(name: str) -> Agent:
+def load_agent(name: str, options: AgentOptions | None = None) -> Agent:
     sources = {s.name: s for s in available()}
     source = sources.get(name)
     if source is None:
@@ -68,14 +100,21 @@ def load_agent(name: str) -> Agent:
         obj = _resolve(source.target)
     except Exception as exc:
         raise AgentLoadError(f"agent {name!r} ({source.origin}, {source.target}) failed to load: {exc}") from exc
+    options = options or AgentOptions()
+    takes_options = callable(obj) and not isinstance(obj, Agent) and bool(inspect.signature(obj).parameters)
+    if options.given and not takes_options:
+        raise AgentOptionsError(f"agent {name!r} takes no options ({', '.join(options.given)})")
     if not isinstance(obj, Agent) and callable(obj):
-        obj = obj()
+        try:
+            obj = obj(options) if takes_options else obj()
+        except ValueError as exc:  # the factory refused its options or settings; its message says why
+            raise AgentOptionsError(f"agent {name!r}: {exc}") from None
     if not isinstance(obj, Agent):
         raise AgentLoadError(
             f"agent {name!r} ({source.origin}) points at {source.target}, a {type(obj).__name__}: it must be a "
             "hub.sdk.Agent or a function returning one"
         )
-    if obj.name != name:
+    if obj.name != name and not obj.name.startswith(f"{name}-"):
         raise AgentLoadError(
             f"the entry point {name!r} ({source.origin}) gives an agent named {obj.name!r}: rename one so they match"
         )

@@ -83,6 +83,11 @@ class AgentRuntime:
         self._tasks: dict[tuple[str, str], set[asyncio.Task[None]]] = {}
 
     @property
+    def nc(self) -> Client:
+        """The replica's NATS connection (for an agent's own lifespan resources, e.g. a token broker client)."""
+        return self._nc
+
+    @property
     def counts(self) -> dict[str, int]:
         """What this replica did with feed events so far (also on /metrics as ml_agent_events_total)."""
         consumers = self._consumer_objs.values()
@@ -136,17 +141,20 @@ class AgentRuntime:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, stopping: asyncio.Event) -> None:
-        try:
-            await self._start()
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._beat_loop(), name=f"{self.agent.name}-heartbeat")
-                tg.create_task(self._renew_loop(), name=f"{self.agent.name}-renew")
-                tg.create_task(self._partition_loop(), name=f"{self.agent.name}-partitions")
-                await stopping.wait()
+        async with contextlib.AsyncExitStack() as resources:  # the agent's lifespans: entered first, left last
+            for lifespan in self.agent.lifespans:
+                await resources.enter_async_context(lifespan(self))
+            try:
+                await self._start()
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._beat_loop(), name=f"{self.agent.name}-heartbeat")
+                    tg.create_task(self._renew_loop(), name=f"{self.agent.name}-renew")
+                    tg.create_task(self._partition_loop(), name=f"{self.agent.name}-partitions")
+                    await stopping.wait()
+                    self._stopping.set()
+            finally:
                 self._stopping.set()
-        finally:
-            self._stopping.set()
-            await self._stop()
+                await self._stop()
 
     async def _start(self) -> None:
         self.partitions = await ensure_feed(self._js, self.options.partitions, self.options.feed_max_age_s)

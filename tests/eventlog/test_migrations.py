@@ -30,10 +30,10 @@ async def _tables(url: str) -> set[str]:
 
 async def test_up_down_up(log_url: str) -> None:
     assert await current(log_url) == _head()
-    assert {"events", "dead_letters", "consumer_positions"} <= await _tables(log_url)
+    assert {"events", "dead_letters", "consumer_positions", "crm_records", "crm_outbox"} <= await _tables(log_url)
     await downgrade_async(log_url, "base")
     assert await current(log_url) is None
-    assert not ({"events", "dead_letters", "consumer_positions"} & await _tables(log_url))
+    assert not ({"events", "dead_letters", "consumer_positions", "crm_records", "crm_outbox"} & await _tables(log_url))
     await upgrade_async(log_url)
     assert await current(log_url) == _head()
     assert {"events", "dead_letters", "consumer_positions"} <= await _tables(log_url)
@@ -43,13 +43,17 @@ async def test_the_migration_matches_the_models(log_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    from agents.crm.tables import metadata as crm_metadata
     from hub.eventlog.tables import metadata
 
+    models = sa.MetaData()
+    for table in (*metadata.tables.values(), *crm_metadata.tables.values()):
+        table.to_metadata(models)
     engine = create_async_engine(log_url)
     try:
         async with engine.connect() as conn:
             diff = await conn.run_sync(
-                lambda c: compare_metadata(MigrationContext.configure(c, opts={"compare_type": True}), metadata)
+                lambda c: compare_metadata(MigrationContext.configure(c, opts={"compare_type": True}), models)
             )
     finally:
         await engine.dispose()

@@ -1,0 +1,312 @@
+"""The CRM agent's database side: each call's state, the record's outbox rows, their delivery and retries.
+
+- :meth:`CrmStore.apply` runs inside the event's ``ctx.transaction()`` (with the agent's tracking row): the call's
+  state is read, the event applied and the state written back; once the call has ended, every change gives a new
+  record version and one outbox row per target, in the same transaction. A redelivered event is skipped by the
+  tracking row, so it can neither change the state twice nor enqueue twice.
+- An outbox row is delivered by whoever claims it (an atomic UPDATE, so two replicas never deliver one row, and never
+  two versions of one record to one target at once). A newer version supersedes older rows still pending: each row
+  carries the whole record, not a change.
+- The built-in table (``crm_records``) is written in the same transaction that marks its row delivered: exactly
+  once. Remote targets are called outside a transaction, then the row is marked: a crash in between repeats the
+  call, which the targets' idempotency (webhook key, HubSpot id map) absorbs.
+- A failed attempt is retried after the target's Retry-After or an exponential backoff (with jitter) until
+  ``max_attempts``; a refusal, or the last attempt, marks the row failed (logged with the reason).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from agents.crm.record import CallRecord, CallState
+from agents.crm.tables import crm_calls, crm_links, crm_outbox, crm_records, utc
+from agents.crm.targets.base import DeliveryError
+from hub.logs import get_logger
+from schemas.common import utcnow
+from schemas.events import EventBase
+
+log = get_logger(__name__)
+
+DATABASE = "database"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    base_s: float = 1.0
+    max_s: float = 300.0
+    max_attempts: int = 50
+    claim_s: float = 60.0  # a claimed row is another replica's to take after this (its deliverer died)
+
+    def delay(self, attempts: int, retry_after_s: float | None) -> float:
+        if retry_after_s is not None:
+            return max(0.05, min(retry_after_s, self.max_s))
+        backoff = min(self.max_s, self.base_s * 2 ** max(0, attempts - 1))
+        return float(backoff * random.uniform(0.8, 1.2))
+
+
+@dataclass(frozen=True)
+class Due:
+    """A claimed outbox row: one record version for one target."""
+
+    id: int
+    target: str
+    record_id: str
+    version: int
+    pbx_id: str
+    call_id: str
+    payload: str
+    attempts: int
+    maybe_sent_at: datetime | None
+    external_id: str | None  # the target's id for the record from an earlier version
+
+    @property
+    def record(self) -> CallRecord:
+        return CallRecord.model_validate_json(self.payload)
+
+
+class CrmStore:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        targets: Sequence[str],
+        replica: str,
+        route_points: Sequence[str] = (),
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.engine = engine
+        self.targets = tuple(targets)
+        self.replica = replica
+        self.route_points = frozenset(route_points)
+        self.retry = retry or RetryPolicy()
+
+    async def check(self) -> None:
+        """Raise with what to do when the CRM tables are missing (they come from migration 0003)."""
+        async with self.engine.connect() as conn:
+            missing = await conn.run_sync(
+                lambda c: [t.name for t in (crm_calls, crm_outbox, crm_records) if not sa.inspect(c).has_table(t.name)]
+            )
+        if missing:
+            raise RuntimeError(f"the database has no {', '.join(missing)} table: run `masterlinc db upgrade` first")
+
+    # ------------------------------------------------------------------ building records
+
+    async def apply(self, conn: AsyncConnection, event: EventBase) -> int:
+        """Apply one event to its call (inside the event's transaction); returns how many deliveries it queued."""
+        assert event.call_id is not None
+        key = (crm_calls.c.pbx_id == event.pbx_id) & (crm_calls.c.call_id == event.call_id)
+        row = (await conn.execute(sa.select(crm_calls.c.state).where(key))).first()
+        state = (
+            CallState.model_validate_json(row.state)
+            if row is not None
+            else CallState(pbx_id=event.pbx_id, call_id=event.call_id)
+        )
+        if not state.apply(event, self.route_points):
+            return 0
+        values = {"state": state.model_dump_json(), "version": state.version, "updated_at": utcnow()}
+        if row is None:
+            await conn.execute(crm_calls.insert().values(pbx_id=event.pbx_id, call_id=event.call_id, **values))
+        else:
+            await conn.execute(crm_calls.update().where(key).values(**values))
+        if not state.ended:
+            return 0
+        return await self.enqueue(conn, state.record())
+
+    async def enqueue(self, conn: AsyncConnection, record: CallRecord) -> int:
+        now = utcnow()
+        for target in self.targets:
+            same = (crm_outbox.c.target == target) & (crm_outbox.c.record_id == record.record_id)
+            await conn.execute(
+                crm_outbox.update()
+                .where(same & (crm_outbox.c.state == "pending") & (crm_outbox.c.version < record.version))
+                .values(state="superseded", claimed_by=None)
+            )
+            await conn.execute(
+                crm_outbox.insert().values(
+                    target=target,
+                    record_id=record.record_id,
+                    version=record.version,
+                    pbx_id=record.pbx_id,
+                    call_id=record.call_id,
+                    payload=record.model_dump_json(),
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+        return len(self.targets)
+
+    # ------------------------------------------------------------------ delivering
+
+    def _claimable(self, now: datetime) -> sa.ColumnElement[bool]:
+        o = crm_outbox.c
+        return ((o.state == "pending") & (o.next_attempt_at <= now)) | (
+            (o.state == "sending") & (o.claimed_until < now)
+        )
+
+    async def due(self, limit: int = 64) -> list[int]:
+        now = utcnow()
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(crm_outbox.c.id).where(self._claimable(now)).order_by(crm_outbox.c.id).limit(limit)
+            )
+            return [r.id for r in rows]
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest pending row is due (None: nothing waits)."""
+        async with self.engine.connect() as conn:
+            at = await conn.scalar(
+                sa.select(sa.func.min(crm_outbox.c.next_attempt_at)).where(crm_outbox.c.state == "pending")
+            )
+        at = utc(at)
+        return None if at is None else max(0.0, (at - utcnow()).total_seconds())
+
+    async def claim(self, row_id: int) -> Due | None:
+        """Take one row for delivery (None: someone else has it, or another version of it is being sent)."""
+        now = utcnow()
+        o = crm_outbox.c
+        other = crm_outbox.alias("other")
+        busy = (
+            sa.select(other.c.id)
+            .where(
+                (other.c.target == o.target)
+                & (other.c.record_id == o.record_id)
+                & (other.c.id != o.id)
+                & (other.c.state == "sending")
+                & (other.c.claimed_until >= now)
+            )
+            .exists()
+        )
+        async with self.engine.begin() as conn:
+            claimed = await conn.execute(
+                crm_outbox.update()
+                .where((o.id == row_id) & self._claimable(now) & ~busy)
+                .values(
+                    state="sending",
+                    claimed_by=self.replica,
+                    claimed_until=now + timedelta(seconds=self.retry.claim_s),
+                    attempts=o.attempts + 1,
+                    # a stale claim: its deliverer died mid-attempt, so that attempt may have acted
+                    maybe_sent_at=sa.case((o.state == "sending", o.last_attempt_at), else_=o.maybe_sent_at),
+                    last_attempt_at=now,
+                )
+            )
+            if claimed.rowcount != 1:
+                return None
+            row = (await conn.execute(sa.select(crm_outbox).where(o.id == row_id))).one()
+            link = await conn.scalar(
+                sa.select(crm_links.c.external_id).where(
+                    (crm_links.c.target == row.target) & (crm_links.c.record_id == row.record_id)
+                )
+            )
+        return Due(
+            id=row.id,
+            target=row.target,
+            record_id=row.record_id,
+            version=row.version,
+            pbx_id=row.pbx_id,
+            call_id=row.call_id,
+            payload=row.payload,
+            attempts=row.attempts,
+            maybe_sent_at=utc(row.maybe_sent_at),
+            external_id=link,
+        )
+
+    async def delivered(self, due: Due, external_id: str | None) -> bool:
+        """Mark the row delivered (writing the built-in record first, for the database target). False when the row
+        was no longer ours (another replica took it over after our claim ran out)."""
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            mine = (crm_outbox.c.id == due.id) & (crm_outbox.c.claimed_by == self.replica)
+            done = await conn.execute(
+                crm_outbox.update()
+                .where(mine & (crm_outbox.c.state == "sending"))
+                .values(
+                    state="delivered",
+                    delivered_at=now,
+                    external_id=external_id,
+                    claimed_until=None,
+                    last_error=None,
+                    maybe_sent_at=None,
+                )
+            )
+            if done.rowcount != 1:
+                return False
+            if due.target == DATABASE:
+                await _write_record(conn, due.record, now)
+            elif external_id is not None:
+                await _link(conn, due, external_id, now)
+        return True
+
+    async def failed(self, due: Due, error: DeliveryError) -> str:
+        """Record a failed attempt: retried later, or failed for good. Returns the row's new state."""
+        now = utcnow()
+        again = error.retryable and due.attempts < self.retry.max_attempts
+        values: dict[str, object] = {"last_error": str(error)[:2000], "claimed_until": None}
+        if error.maybe_sent:
+            values["maybe_sent_at"] = crm_outbox.c.last_attempt_at
+        if again:
+            delay = self.retry.delay(due.attempts, error.retry_after_s)
+            values.update(state="pending", next_attempt_at=now + timedelta(seconds=delay))
+        else:
+            values["state"] = "failed"
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                crm_outbox.update()
+                .where((crm_outbox.c.id == due.id) & (crm_outbox.c.claimed_by == self.replica))
+                .values(**values)
+            )
+        state = str(values["state"])
+        if state == "failed":
+            log.error("crm delivery failed for good", target=due.target, record_id=due.record_id,
+                      version=due.version, attempts=due.attempts, error=str(error))  # fmt: skip
+        else:
+            log.warning("crm delivery will be retried", target=due.target, record_id=due.record_id,
+                        attempts=due.attempts, error=str(error))  # fmt: skip
+        return state
+
+
+async def _write_record(conn: AsyncConnection, record: CallRecord, now: datetime) -> None:
+    values = {
+        "pbx_id": record.pbx_id,
+        "call_id": record.call_id,
+        "version": record.version,
+        "direction": record.direction,
+        "from_number": record.caller.number,
+        "from_name": record.caller.name,
+        "to_number": record.callee.number,
+        "did": record.did,
+        "answered_by": record.answered_by,
+        "outcome": record.outcome,
+        "end_cause": record.end_cause,
+        "started_at": record.started_at,
+        "answered_at": record.answered_at,
+        "ended_at": record.ended_at,
+        "ring_seconds": record.ring_seconds,
+        "talk_seconds": record.talk_seconds,
+        "transfers": [step.model_dump(mode="json") for step in record.transfers],
+        "recording_url": record.recording_url,
+        "summary": record.summary,
+        "record": record.model_dump_json(),
+        "updated_at": now,
+    }
+    current = await conn.scalar(sa.select(crm_records.c.version).where(crm_records.c.record_id == record.record_id))
+    if current is None:
+        await conn.execute(crm_records.insert().values(record_id=record.record_id, written_at=now, **values))
+    elif current < record.version:
+        await conn.execute(crm_records.update().where(crm_records.c.record_id == record.record_id).values(**values))
+
+
+async def _link(conn: AsyncConnection, due: Due, external_id: str, now: datetime) -> None:
+    key = (crm_links.c.target == due.target) & (crm_links.c.record_id == due.record_id)
+    values = {"external_id": external_id, "version": due.version, "updated_at": now}
+    updated = await conn.execute(crm_links.update().where(key).values(**values))
+    if updated.rowcount == 0:
+        await conn.execute(crm_links.insert().values(target=due.target, record_id=due.record_id, **values))

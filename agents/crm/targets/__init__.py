@@ -1,0 +1,1 @@
+"""Where call records go: the built-in table (written by the outbox itself), a signed webhook, HubSpot."""
