@@ -103,7 +103,7 @@ def _plan(sup: Supervisor, settings: Settings, played: Path | None, mcp_port: in
     rules = settings.coordinator.rules_file or DEMO_DIR / "assign.yaml"
     sup.add("coordinator", ["coordinator", "--rules", str(rules)])
     installed = {a.name for a in available()}
-    for agent in ("template", "routing", "crm"):
+    for agent in ("routing", "crm"):
         if agent in installed:
             sup.add(f"agent-{agent}", ["agent", "run", agent])
     if "basma" in installed and importlib.util.find_spec("faster_whisper") is not None:

@@ -11,7 +11,7 @@ websockets exceptions, and no error ever carries an API key.
 
 from __future__ import annotations
 
-from hub.audio.stream import StreamError
+from hub.audio.participant import StreamError
 from hub.rules.loader import RuleError
 
 

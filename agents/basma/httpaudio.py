@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 from agents.basma.errors import AudioStreamError
 from agents.basma.ports import reframe
-from hub.audio.stream import ParticipantStream, TokenSource
+from hub.audio.stream import ParticipantStream
+from hub.pbx.token import TokenSource
 
 __all__ = ["HttpStreamAudio", "TokenSource"]
 

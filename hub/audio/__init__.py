@@ -8,8 +8,10 @@ it out to several consumers, writes 20 ms frames on a real-time clock with ``cle
 
 from hub.audio.fanout import AudioFanout, AudioSubscription
 from hub.audio.format import BYTES_PER_MS, FRAME_BYTES, FRAME_MS, SAMPLE_RATE, silence
-from hub.audio.stream import ParticipantStream, StreamError, TokenSource
+from hub.audio.participant import StreamError
+from hub.audio.stream import ParticipantStream
 from hub.audio.writer import PacedWriter
+from hub.pbx.token import TokenSource
 
 __all__ = [
     "BYTES_PER_MS",

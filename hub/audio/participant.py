@@ -24,10 +24,10 @@ NOT_YET = (404, 424)
 STREAM_TIMEOUT = httpx.Timeout(10.0, read=None, write=None)  # a silent caller is still a caller
 
 
-class StreamRefused(Exception):
-    """The PBX refused the stream (``status``: its HTTP status, or None when it never answered)."""
+class StreamError(Exception):
+    """The PBX refused a participant stream, or the leg never connected (``status``: the last HTTP status)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status
         super().__init__(message)
 
@@ -45,8 +45,11 @@ async def participant_audio(
     connect_timeout_s: float = 120.0,
     connected: asyncio.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
+    on_attempt: Callable[[], None] | None = None,
+    error_type: type[StreamError] = StreamError,
 ) -> AsyncGenerator[bytes, None]:
-    """The participant's audio chunks until the stream ends; :class:`StreamRefused` if it never opens."""
+    """The participant's audio chunks until the stream ends; ``error_type`` (a :class:`StreamError`) if it never
+    opens or the PBX refuses it."""
     path = stream_path(dn, participant_id)
     deadline = clock() + connect_timeout_s
     delay = 0.05
@@ -54,6 +57,8 @@ async def participant_audio(
     refreshed = False
     while True:
         status = 0
+        if on_attempt is not None:
+            on_attempt()
         try:
             headers = {"Authorization": f"Bearer {token}"}
             async with http.stream("GET", path, headers=headers, timeout=STREAM_TIMEOUT) as response:
@@ -75,9 +80,9 @@ async def participant_audio(
             token, refreshed = await tokens.refresh(token), True
             continue
         if status not in (*NOT_YET, 0):
-            raise StreamRefused(f"the PBX refused the stream {path}: HTTP {status}", status=status)
+            raise error_type(f"the PBX refused the caller stream {path}: HTTP {status}", status=status)
         if clock() + delay > deadline:
-            raise StreamRefused(
+            raise error_type(
                 f"the leg did not connect within {connect_timeout_s:g} s ({path} kept answering "
                 f"{status or 'no connection'})",
                 status=status or None,

@@ -21,31 +21,16 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import ClassVar, Protocol, Self
-from urllib.parse import quote
+from typing import ClassVar, Self
 
 import httpx
 
 from hub.audio.fanout import AudioFanout, AudioSubscription
+from hub.audio.participant import STREAM_TIMEOUT, StreamError, participant_audio, stream_path
 from hub.audio.writer import PacedWriter
+from hub.pbx.token import TokenSource
 
 log = logging.getLogger(__name__)
-NOT_YET = (404, 424)
-# A stream lasts as long as the call: no read or write timeout (a silent caller is still a caller).
-_STREAM_TIMEOUT = httpx.Timeout(10.0, read=None, write=None)
-
-
-class StreamError(Exception):
-    """The PBX refused a participant stream, or the leg never connected (``status``: the last HTTP status)."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        self.status = status
-        super().__init__(message)
-
-
-class TokenSource(Protocol):
-    async def token(self) -> str: ...
-    async def refresh(self, stale: str | None) -> str: ...
 
 
 class ParticipantStream:
@@ -67,7 +52,9 @@ class ParticipantStream:
     ) -> None:
         self._http = http
         self._tokens = tokens
-        self.path = f"/callcontrol/{quote(dn, safe='')}/participants/{participant_id}/stream"
+        self._dn = dn
+        self._participant_id = participant_id
+        self.path = stream_path(dn, participant_id)
         self._connect_timeout_s = connect_timeout_s
         self._clock = clock
         self._writer = PacedWriter(lead_ms=lead_ms, clock=clock)
@@ -111,48 +98,16 @@ class ParticipantStream:
 
     async def _incoming(self) -> AsyncIterator[bytes]:
         """The remote party's audio; retries until the leg is connected, ends when the stream ends."""
-        deadline = self._clock() + self._connect_timeout_s
-        delay = 0.05
-        token = await self._tokens.token()
-        refreshed = False
+
+        def attempt() -> None:
+            self.get_attempts += 1
+
         try:
-            while True:
-                self.get_attempts += 1
-                try:
-                    headers = await self._headers(token)
-                    async with self._http.stream(
-                        "GET", self.path, headers=headers, timeout=_STREAM_TIMEOUT
-                    ) as response:
-                        status = response.status_code
-                        if status == 200:
-                            self.connected.set()
-                            async for chunk in response.aiter_raw():
-                                yield chunk
-                            return
-                        await response.aread()
-                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                    if self.connected.is_set():
-                        log.info("audio: stream %s ended abruptly (%s)", self.path, type(exc).__name__)
-                        return
-                    status = 0
-                except httpx.TransportError as exc:
-                    status = 0
-                    log.warning("audio: stream %s: %s", self.path, type(exc).__name__)
-                if status == 401 and not refreshed:
-                    token, refreshed = await self._tokens.refresh(token), True
-                    continue
-                if status not in (*NOT_YET, 0):
-                    raise self.error_type(
-                        f"the PBX refused the caller stream {self.path}: HTTP {status}", status=status
-                    )
-                if self._clock() + delay > deadline:
-                    raise self.error_type(
-                        f"the leg did not connect within {self._connect_timeout_s:g} s ({self.path} kept answering "
-                        f"{status or 'no connection'})",
-                        status=status or None,
-                    )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+            async for chunk in participant_audio(
+                self._http, self._tokens, self._dn, self._participant_id, connect_timeout_s=self._connect_timeout_s,
+                connected=self.connected, clock=self._clock, on_attempt=attempt, error_type=self.error_type,
+            ):  # fmt: skip
+                yield chunk
         except StreamError as exc:
             self.error = exc
             log.error("audio: %s", exc)
@@ -175,7 +130,7 @@ class ParticipantStream:
             headers = {**await self._headers(token), "Content-Type": "application/octet-stream"}
             try:
                 response = await self._http.post(
-                    self.path, content=self._writer.frames(), headers=headers, timeout=_STREAM_TIMEOUT
+                    self.path, content=self._writer.frames(), headers=headers, timeout=STREAM_TIMEOUT
                 )
             except httpx.TransportError as exc:
                 log.warning("audio: outgoing stream %s broke (%s)", self.path, type(exc).__name__)

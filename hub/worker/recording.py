@@ -34,7 +34,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from hub.audio.format import BYTES_PER_MS
-from hub.audio.participant import StreamRefused, participant_audio
+from hub.audio.participant import StreamError, participant_audio
 from hub.audio.tap import PLAYS_AT
 from hub.logs import get_logger
 from hub.pbx.token import TokenSource
@@ -232,7 +232,7 @@ class HubRecorder:
                 started.set()
                 await self._record(recording, out)
                 recording.flush(out, final=True)
-        except StreamRefused as exc:
+        except StreamError as exc:
             log.warning("recording could not read the leg", recording=recording.recording_id, error=str(exc))
         finally:
             started.set()
