@@ -3,8 +3,17 @@
 The pipeline (:class:`VoiceSession`): caller audio -> VAD endpointing -> speech-to-text -> a brain (the YAML
 receptionist policy offline, an LLM when a key is configured) -> sentences -> text-to-speech -> paced playback, with
 barge-in, DTMF, and voice.turn / voice.transcript events. Everything outside the call's logic is a port
-(:mod:`agents.basma.ports`) with a live and an in-memory implementation.
+(:mod:`agents.basma.ports`) with a live and an in-memory implementation. :mod:`agents.basma.agent` makes it an agent
+of the SDK (``masterlinc agent run basma``).
+
+The names that need the ``voice`` extra (numpy and the speech libraries) are imported on first use, so the settings
+(:mod:`agents.basma.settings`) and the errors can be read in a process without it.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from agents.basma.brain import Brain, CallerPressed, CallerSaid, CallStarted, Destination, Toolbox, ToolResult, Turn
 from agents.basma.errors import (
@@ -17,10 +26,34 @@ from agents.basma.errors import (
 )
 from agents.basma.policy import Policy, PolicyBrain, load_policy, parse_policy
 from agents.basma.ports import AudioPort, CallControl, CallInfo, ControlResult, EventSink, ReplyWriter
-from agents.basma.session import SessionConfig, SessionResult, VoiceSession
-from agents.basma.stt import SpeechToText, SttStream, WhisperConfig, WhisperStt
-from agents.basma.tts import EspeakTts, PiperTts, TextToSpeech, offline_tts
-from agents.basma.vad import Endpointer, VadConfig
+from agents.basma.settings import SessionConfig, VadConfig, VoiceConfig, WhisperConfig
+
+if TYPE_CHECKING:
+    from agents.basma.session import SessionResult, VoiceSession
+    from agents.basma.stt import SpeechToText, SttStream, WhisperStt
+    from agents.basma.tts import EspeakTts, PiperTts, TextToSpeech, offline_tts
+    from agents.basma.vad import Endpointer
+
+_LAZY = {
+    "SessionResult": "agents.basma.session",
+    "VoiceSession": "agents.basma.session",
+    "SpeechToText": "agents.basma.stt",
+    "SttStream": "agents.basma.stt",
+    "WhisperStt": "agents.basma.stt",
+    "EspeakTts": "agents.basma.tts",
+    "PiperTts": "agents.basma.tts",
+    "TextToSpeech": "agents.basma.tts",
+    "offline_tts": "agents.basma.tts",
+    "Endpointer": "agents.basma.vad",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agents.basma' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "AudioPort",
@@ -52,6 +85,7 @@ __all__ = [
     "Toolbox",
     "Turn",
     "VadConfig",
+    "VoiceConfig",
     "VoiceConfigError",
     "VoiceError",
     "VoiceSession",

@@ -24,7 +24,8 @@ from agents.basma.g711 import ulaw_decode, ulaw_encode
 from agents.basma.loopback import LoopbackAudio, MemoryCallControl
 from agents.basma.policy import PolicyBrain, parse_policy
 from agents.basma.ports import CallInfo
-from agents.basma.session import SessionConfig, VoiceSession
+from agents.basma.session import VoiceSession
+from agents.basma.settings import SessionConfig
 from agents.basma.stt import WhisperStt, resample
 from agents.basma.tts import PiperTts
 from hub.bench.registry import BenchOptions, BenchResult, Figure, benchmark, percentile
@@ -49,7 +50,7 @@ def _rss_mb() -> float:
 
 
 def _phone(tts: PiperTts, text: str) -> bytes:
-    rate, audio = tts._synthesize(text)
+    rate, audio = tts.render(text)
     pcm8 = resample(np.frombuffer(audio, dtype=np.int16), rate, 8000).astype(np.int16)
     return ulaw_decode(ulaw_encode(pcm8)).tobytes()
 
@@ -123,7 +124,7 @@ async def voice_turn(options: BenchOptions) -> BenchResult:
     for _ in range(options.scale(5, 2)):
         started = time.perf_counter()
         stt.transcribe_sync(ask)
-        tts._synthesize(REPLY)
+        tts.render(REPLY)
         raw.append((time.perf_counter() - started) * 1000)
     raw_p50 = statistics.median(raw)
 

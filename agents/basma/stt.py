@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from agents.basma.errors import MissingExtra
+from agents.basma.settings import WhisperConfig
 from hub.audio.format import SAMPLE_RATE
 
 
@@ -67,18 +67,6 @@ class BufferedStream:
 
     def discard(self) -> None:
         self._buffer = bytearray()
-
-
-class WhisperConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_dir: Path | None = Field(
-        default=None, description="a CTranslate2 model directory; default: the packaged tiny.en"
-    )
-    compute_type: str = "int8"
-    cpu_threads: int = Field(default=2, ge=1)
-    beam_size: int = Field(default=5, ge=1, description="beam 5: greedy decoding loops on phone audio")
-    language: str = "en"
 
 
 _load_lock = threading.Lock()

@@ -14,6 +14,7 @@ An agent is only a declaration: :class:`hub.sdk.runtime.AgentRuntime` runs it (`
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,8 +26,10 @@ from schemas.tokens import check_token
 
 if TYPE_CHECKING:
     from hub.sdk.context import Context
+    from hub.sdk.runtime import AgentRuntime
 
 Handler = Callable[[Any, "Context"], Awaitable[None]]
+Lifespan = Callable[["AgentRuntime"], AbstractAsyncContextManager[None]]
 H = TypeVar("H", bound=Handler)
 
 COORDINATOR = "coordinator"
@@ -58,6 +61,8 @@ class Agent:
     ``ctx.transaction()``, whose writes commit together with the agent's position (redelivery-safe).
     ``claim_assigned``: claim calls the coordinator assigns to this agent before calling ``on_assigned`` handlers.
     ``lease_s``: how long a claim lasts unless renewed (the runtime renews every third of it); default from settings.
+    ``lifespan``: what the agent holds for the whole run (HTTP clients, loaded models): called with the runtime and
+    entered before the first event, left after the last handler and spawned task finished.
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class Agent:
         database: sa.MetaData | None = None,
         claim_assigned: bool = True,
         lease_s: float | None = None,
+        lifespan: Lifespan | None = None,
         _internal: bool = False,
     ) -> None:
         check_token(name, "agent name")
@@ -84,6 +90,7 @@ class Agent:
         self.database = database
         self.claim_assigned = claim_assigned
         self.lease_s = lease_s
+        self.lifespan = lifespan
         self.subscriptions: list[Subscription] = []
         self.assigned_handlers: list[Handler] = []
         self.handoff_handlers: list[Handler] = []

@@ -19,6 +19,7 @@ from hub.sdk.agent import Agent
 ENTRY_POINT_GROUP = "masterlinc.agents"
 
 BUILTIN: dict[str, str] = {
+    "basma": "agents.basma.agent:create",
     "template": "agents.template:agent",
 }
 """Built-in agents: name -> ``module:attribute``."""

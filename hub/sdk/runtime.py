@@ -135,18 +135,26 @@ class AgentRuntime:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def nc(self) -> Client:
+        """The runtime's bus connection (for an agent's lifespan: e.g. the PBX token broker)."""
+        return self._nc
+
     async def run(self, stopping: asyncio.Event) -> None:
-        try:
-            await self._start()
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._beat_loop(), name=f"{self.agent.name}-heartbeat")
-                tg.create_task(self._renew_loop(), name=f"{self.agent.name}-renew")
-                tg.create_task(self._partition_loop(), name=f"{self.agent.name}-partitions")
-                await stopping.wait()
+        async with contextlib.AsyncExitStack() as resources:
+            if self.agent.lifespan is not None:
+                await resources.enter_async_context(self.agent.lifespan(self))
+            try:
+                await self._start()
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._beat_loop(), name=f"{self.agent.name}-heartbeat")
+                    tg.create_task(self._renew_loop(), name=f"{self.agent.name}-renew")
+                    tg.create_task(self._partition_loop(), name=f"{self.agent.name}-partitions")
+                    await stopping.wait()
+                    self._stopping.set()
+            finally:
                 self._stopping.set()
-        finally:
-            self._stopping.set()
-            await self._stop()
+                await self._stop()
 
     async def _start(self) -> None:
         self.partitions = await ensure_feed(self._js, self.options.partitions, self.options.feed_max_age_s)
