@@ -100,6 +100,10 @@ class WorkerSettings(Section):
         "own: fetch its own (only with an API client of its own)",
     )
     rate_per_second: int = Field(default=20, ge=0, description="Commands per second per PBX, all workers (0: off)")
+    verify_legs: bool = Field(
+        default=True,
+        description="Read each target leg before acting (D§5: 3CX reuses participant ids); off halves PBX requests",
+    )
     ack_wait_s: float = Field(default=30.0, gt=0)
     takeover_grace_s: float = Field(default=5.0, ge=0)
     fault_pause_after_call_s: float = Field(default=0.0, ge=0, description="Fault injection for tests")
@@ -196,6 +200,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "ML_DATABASE_URL", "database_url")
     )
     data_dir: Path = Field(default=Path(".masterlinc"))
+    recordings_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("ML_RECORDINGS_DIR", "recordings_dir", "recordings_path")
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     pbxs: list[PbxConfig] = Field(default_factory=list)
@@ -268,6 +275,10 @@ class Settings(BaseSettings):
 
     def effective_database_url(self) -> str:
         return self.database_url or self.sqlite_default_url()
+
+    def recordings_dir(self) -> Path:
+        """Where hub-side recordings are written (``ML_RECORDINGS_DIR``, default ``<data_dir>/recordings``)."""
+        return (self.recordings_path or self.data_dir / "recordings").resolve()
 
     def effective_nats_url(self) -> str:
         return self.nats_url or DEFAULT_NATS_URL

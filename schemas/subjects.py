@@ -6,6 +6,8 @@
 | commands    | ml.cmd.<pbx>.<name>                              | ML_COMMANDS |
 | queries     | ml.qry.<pbx>.<name>                              | (req/reply) |
 | token       | ml.int.<pbx>.token                               | (req/reply) |
+| audio tap   | ml.int.<pbx>.audio.<call>.<participant>          | (core)      |
+| recording   | ml.int.<pbx>.recording.<recording id>            | (req/reply) |
 | sandbox     | ml.sbx.<run>.evt.<pbx>.<domain>.<key>.<name>     | (core)      |
 | dead letter | ml.dlq.<source>                                  | ML_DLQ      |
 | agent feed  | ml.feed.<partition>.<pbx>.<domain>.<key>.<name>  | ML_FEED     |
@@ -67,6 +69,16 @@ def queries_filter(pbx_id: str | None = None) -> str:
 
 def token_subject(pbx_id: str) -> str:
     return f"{PREFIX}.int.{check_pbx_id(pbx_id)}.token"
+
+
+def audio_tap_subject(pbx_id: str, call_id: str, participant_id: int) -> str:
+    """The hub's own outgoing audio on one leg (core NATS, never recorded): the hub-side recorder mixes it in."""
+    return f"{PREFIX}.int.{check_pbx_id(pbx_id)}.audio.{check_token(call_id, 'call id')}.{int(participant_id)}"
+
+
+def recording_control_subject(pbx_id: str, recording_id: str) -> str:
+    """Request/reply to the worker that holds a hub-side recording (any worker may take stop_recording)."""
+    return f"{PREFIX}.int.{check_pbx_id(pbx_id)}.recording.{check_token(recording_id, 'recording id')}"
 
 
 def dlq_subject(source: str) -> str:

@@ -5,7 +5,8 @@
 clock, pads a partial last frame with silence, and supports:
 - ``clear()``: drop everything queued (barge-in); what was already sent is reported by ``played_ms``;
 - ``cancel()``: end the stream (the POST completes with the last chunk).
-When nothing is queued it sends silence so the stream stays alive and the clock stays honest.
+When nothing is queued it sends silence so the stream stays alive and the clock stays honest. A ``tap`` sees every
+audio frame with how long until it plays (the hub-side recorder mixes the hub's own voice in with it).
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ from hub.audio.format import BYTES_PER_MS, FRAME_BYTES, FRAME_MS
 
 class PacedWriter:
     def __init__(
-        self, *, lead_ms: float = 500.0, idle_silence: bool = True, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        lead_ms: float = 500.0,
+        idle_silence: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        tap: Callable[[bytes, float], None] | None = None,
     ) -> None:
+        self.tap = tap  # called with (frame, seconds until it plays) for each audio frame, not for idle silence
         self._frames: deque[bytes] = deque()
         self._partial = b""
         self._lead_s = lead_ms / 1000
@@ -100,6 +107,8 @@ class PacedWriter:
                 self.played_ms += FRAME_MS
                 if not self._frames and not self._partial:
                     self.drained.set()
+                if self.tap is not None:
+                    self.tap(frame, max(0.0, ahead))
             elif self._idle_silence:
                 if ahead > 0.06:  # keep only a small cushion of silence ahead
                     self._wake.clear()

@@ -16,6 +16,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "hub.eventlog.bench",
     "hub.simulator.bench",
     "hub.ingest.bench",
+    "hub.worker.bench",
     "hub.mcp.bench",
     "hub.coordinator.bench",
     "agents.basma.bench",

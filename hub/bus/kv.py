@@ -26,9 +26,21 @@ AGENTS = Bucket("ML_AGENTS", 3600, "agent registry and heartbeats")
 ASSIGNMENTS = Bucket("ML_ASSIGN", 86400, "which agent the coordinator assigned each inbound call, and its deadline")
 INFLIGHT = Bucket("ML_INFLIGHT", 86400, "commands a worker has started on the PBX")
 IDEMPOTENCY = Bucket("ML_IDEMPOTENCY", 86400, "command results by issuer and idempotency key (24 h window)")
+RECORDINGS = Bucket("ML_RECORDINGS", 86400, "hub-side recordings in progress and the worker holding each")
 RATE = Bucket("ML_RATE", 120, "per-PBX command rate windows shared by all workers")
 
-ALL_BUCKETS = (CALL_IDS, INGEST_STATE, LEADERS, CALL_LEASES, AGENTS, ASSIGNMENTS, INFLIGHT, IDEMPOTENCY, RATE)
+ALL_BUCKETS = (
+    CALL_IDS,
+    INGEST_STATE,
+    LEADERS,
+    CALL_LEASES,
+    AGENTS,
+    ASSIGNMENTS,
+    INFLIGHT,
+    IDEMPOTENCY,
+    RECORDINGS,
+    RATE,
+)
 
 
 async def open_bucket(

@@ -82,7 +82,13 @@ class Emitter:
             hint = self._hint(obs.leg)
             reason = REMOVAL_REASONS.get(hint.command_type, "") if hint else ""
             data = e.LegRemovedData(participant=obs.leg.participant, reason=reason)
-            return [self._event(e.CallLegRemoved, record, obs.leg, "removed", obs.at, obs.inferred, data)]
+            out = [self._event(e.CallLegRemoved, record, obs.leg, "removed", obs.at, obs.inferred, data)]
+            if hint is not None and hint.command_type == "park" and record.parked_orbit is None:
+                # the leg that parked the call left: its party waits in the orbit (3CX has no hold)
+                record.parked_orbit = self.park_orbit
+                parked = e.ParkData(orbit=self.park_orbit, participant=obs.leg.participant)
+                out.append(self._event(e.CallParked, record, None, "parked", obs.at, obs.inferred, parked, hint))
+            return out
         if isinstance(obs, CallGone):
             return self._call_gone(record, obs)
         assert isinstance(obs, DtmfPressed)
@@ -104,11 +110,9 @@ class Emitter:
 
     def _call_gone(self, record: CallRecord, obs: CallGone) -> list[e.EventBase]:
         hint = self._hint(obs.last_leg)
-        if hint is not None and hint.command_type == "park":
-            orbit = self.park_orbit
-            self.registry.close(record, obs.at, parked_orbit=orbit)
-            parked = e.ParkData(orbit=orbit, participant=obs.last_leg.participant)
-            return [self._event(e.CallParked, record, None, "parked", obs.at, obs.inferred, parked, hint)]
+        if record.parked_orbit is not None:  # no visible leg, but the call waits in its park orbit
+            self.registry.close(record, obs.at, parked_orbit=record.parked_orbit)
+            return []
         answered = record.answered_at is not None
         if hint is not None and hint.command_type in {"transfer", "route_to", "divert"}:
             cause = e.EndCause.TRANSFERRED_AWAY
@@ -127,6 +131,10 @@ class Emitter:
         leg, at, inferred = obs.leg, obs.at, obs.inferred
         record.set_leg(leg)
         out: list[e.EventBase] = []
+        if record.parked_orbit is not None:  # picked up from the orbit while one of its legs stayed visible
+            resumed = e.ParkData(orbit=record.parked_orbit, participant=leg.participant)
+            record.parked_orbit = None
+            out.append(self._event(e.CallResumed, record, None, "resumed", at, inferred, resumed))
         if obs.referred_by:
             source_hint = self._hint_on_dn(record, obs.referred_by)
             if obs.source_status in RINGING:

@@ -7,7 +7,8 @@ reason. Queries read XAPI (users, presence, call history, recordings, chat) and 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from hub.config import PbxConfig
 from hub.pbx.callcontrol import CallControlClient
@@ -16,7 +17,10 @@ from hub.pbx.xapi import XapiClient, parse_duration
 from hub.worker.gateway import CommandFailure
 from hub.worker.messaging import MessagingProvider
 from schemas import commands as c
-from schemas.common import ErrorCode
+from schemas.common import ErrorCode, LegRef
+
+if TYPE_CHECKING:  # the recorder reads audio through hub.audio, which needs hub.pbx's token types
+    from hub.worker.recording import HubRecorder
 
 
 class CallControlGateway:
@@ -26,11 +30,15 @@ class CallControlGateway:
         pbx: PbxConfig,
         messaging: MessagingProvider | None = None,
         xapi: XapiClient | None = None,
+        recorder: HubRecorder | None = None,
+        call_id_of: Callable[[str, int], Awaitable[str | None]] | None = None,
     ) -> None:
         self._client = client
         self._pbx = pbx
         self._messaging = messaging
         self._xapi = xapi
+        self._recorder = recorder
+        self._call_id_of = call_id_of  # (pbx, 3CX callid) -> the hub's call_id, from ingest's call-id map
 
     async def execute(self, command: c.CommandBase) -> dict[str, Any]:
         try:
@@ -52,6 +60,8 @@ class CallControlGateway:
         leg = command.leg
         if leg is None or not command.TARGETS_LEG:
             raise _unsupported(command)
+        if isinstance(command, c.StartRecording | c.StopRecording) and self._recorder is not None:
+            return await self._recording(self._recorder, command, leg)
         if isinstance(command, c.Drop):
             try:
                 await self._client.action(leg.dn, leg.participant_id, "drop")
@@ -110,6 +120,23 @@ class CallControlGateway:
                 return None
         return None
 
+    async def _recording(self, recorder: HubRecorder, command: c.CommandBase, leg: LegRef) -> dict[str, Any]:
+        if isinstance(command, c.StopRecording):
+            return await recorder.stop(command)
+        if leg.dn != self._pbx.client_id:
+            raise CommandFailure(
+                ErrorCode.NOT_SUPPORTED,
+                f"the hub records only legs on its own DN ({self._pbx.client_id}: 3CX streams audio only for legs "
+                "the API controls); PBX recordings are listed by get_recordings",
+            )
+        participant = await self._client.participant(leg.dn, leg.participant_id)
+        if participant.get("status") != "Connected":
+            status = participant.get("status")
+            raise CommandFailure(
+                ErrorCode.INVALID_STATE, f"the leg is {status}: a recording starts once it is Connected"
+            )
+        return await recorder.start(command)
+
     async def _set_presence(self, xapi: XapiClient, extension: str, profile: str) -> dict[str, Any]:
         """PATCH CurrentProfileName with the PBX's own spelling of the profile, read from ForwardingProfiles (the
         accepted spelling is unverified: "Away" vs a UI label), matched without regard to case or spaces."""
@@ -142,8 +169,16 @@ class CallControlGateway:
 
     async def _query(self, query: c.QueryBase) -> tuple[list[dict[str, Any]], int | None]:
         if isinstance(query, c.ActiveCalls):
-            items = [p for dn in await self._client.dns() for p in dn.get("participants", [])]
-            return items, len(items)
+            calls: dict[int, dict[str, Any]] = {}
+            for info in await self._client.dns():
+                for p in info.get("participants", []):
+                    call = calls.setdefault(int(p.get("callid", 0)), {"pbx_call_id": p.get("callid"), "legs": []})
+                    call["legs"].append({"dn": p.get("dn"), "participant_id": p.get("id"), "legid": p.get("legid"),
+                                         "status": p.get("status"), "party": p.get("party_caller_id"),
+                                         "party_name": p.get("party_caller_name")})  # fmt: skip
+            for callid, call in calls.items():
+                call["call_id"] = await self._call_id_of(query.pbx_id, callid) if self._call_id_of else None
+            return list(calls.values()), len(calls)
         xapi = self._xapi
         if isinstance(query, c.Extensions):
             if xapi is None:
@@ -212,8 +247,8 @@ def _chat(row: dict[str, Any]) -> dict[str, Any]:
 
 
 _UNSUPPORTED: dict[type[c.CommandBase], str] = {
-    c.StartRecording: "hub-side recording is not built yet (3CX has no record action)",
-    c.StopRecording: "hub-side recording is not built yet (3CX has no record action)",
+    c.StartRecording: "this worker has no recordings store configured (3CX has no record action: the hub records)",
+    c.StopRecording: "this worker has no recordings store configured (3CX has no record action: the hub records)",
     c.SendMessage: "no messaging provider is configured (3CX has no public send-message API)",
     c.SetPresence: "presence is set through the PBX's configuration API (XAPI), which this API client may not use",
 }

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 import httpx
 
-from hub.bus import BusUnavailableError, connect, ensure_streams
+from hub.bus import BusUnavailableError, EventPublisher, connect, ensure_streams
+from hub.bus.kv import CALL_IDS, RECORDINGS, open_bucket
 from hub.config import Settings
 from hub.coordinator.guard import LeaseGuard
 from hub.logs import get_logger
@@ -13,8 +17,11 @@ from hub.pbx.broker import BrokeredTokens
 from hub.pbx.token import TokenSource
 from hub.pbx.xapi import XapiClient
 from hub.runner import ServiceContext, run_service, until_ready
+from hub.worker.legs import LegOwnership
 from hub.worker.messaging import LogOnlyProvider, MessagingProvider, WebhookProvider
+from hub.worker.recording import HubRecorder
 from hub.worker.service import Worker, WorkerConfig
+from schemas.events import EventBase
 
 log = get_logger(__name__)
 
@@ -40,9 +47,21 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
                 if settings.worker.token_source == "owner"  # noqa: S105 - a mode name, not a secret
                 else TokenProvider(http, pbx.client_id, pbx.secret())
             )
+            js = nc.jetstream()
+            publisher = EventPublisher(js)
+
+            async def publish(event: EventBase) -> None:
+                await publisher.publish(event)
+                await publisher.flush()
+
+            rest = CallControlClient(http, tokens)
+            recorder = HubRecorder(nc, http, tokens, settings.recordings_dir(), await open_bucket(js, RECORDINGS),
+                                   publish, holder=f"{socket.gethostname()}-{os.getpid()}")  # fmt: skip
+            legs = LegOwnership(rest, await open_bucket(js, CALL_IDS))
             gateway = CallControlGateway(
-                CallControlClient(http, tokens), pbx, messaging_provider(settings, http), XapiClient(http, tokens)
-            )
+                rest, pbx, messaging_provider(settings, http), XapiClient(http, tokens), recorder=recorder,
+                call_id_of=legs.call_id_of,
+            )  # fmt: skip
             w = settings.worker
             config = WorkerConfig(
                 name=f"worker-{pbx.id}",
@@ -52,9 +71,13 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
                 fault_pause_after_call_s=w.fault_pause_after_call_s,
             )
             guard = LeaseGuard(nc.jetstream(), override_issuers=settings.coordinator.override_issuers)
-            worker = Worker(nc, gateway, config=config, lease_check=guard)
+            worker = Worker(nc, gateway, config=config, lease_check=guard,
+                            leg_check=legs.check if settings.worker.verify_legs else None)  # fmt: skip
             ctx.health.set("pbx", True, pbx.base_url)
-            await worker.run(ctx.stopping, pbx.id)
+            try:
+                await worker.run(ctx.stopping, pbx.id)
+            finally:
+                await recorder.close()
     finally:
         await nc.close()
 

@@ -9,6 +9,7 @@ For each command, in order:
 5. check the call lease (only the owner, or an issuer with the override scope, controls a leased call);
 6. check the dial policy for calls placed;
 7. take a slot of the PBX's shared rate limit before the deadline (``rate_limited``);
+7b. check that the target leg still belongs to the command's call (D§5; participant ids are reused);
 8. call the PBX through the gateway; store the result; publish ``command.succeeded`` / ``command.failed``; reply to
    the issuer's inbox (header ``Ml-Reply-To``); ack.
 Several workers share the durable consumer; a command survives a worker's death (redelivered after ack_wait).
@@ -53,6 +54,7 @@ LATENCY = Histogram(
 )
 
 LeaseCheck = Callable[[CommandBase], Awaitable[bool]]
+LegCheck = Callable[[CommandBase], Awaitable[None]]  # raises CommandFailure when the leg is not the call's any more
 
 
 async def allow_all(command: CommandBase) -> bool:
@@ -80,6 +82,7 @@ class Worker:
         config: WorkerConfig | None = None,
         policy: DialPolicy | None = None,
         lease_check: LeaseCheck = allow_all,
+        leg_check: LegCheck | None = None,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
@@ -87,6 +90,7 @@ class Worker:
         self._config = config or WorkerConfig()
         self._policy = policy or DialPolicy()
         self._lease_check = lease_check
+        self._leg_check = leg_check
         self._publisher = EventPublisher(self._js)
         self._idem: IdempotencyStore | None = None
         self._limiters: dict[str, SharedRateLimiter] = {}
@@ -202,6 +206,8 @@ class Worker:
                 raise CommandFailure(ErrorCode.POLICY_DENIED, decision.reason)
         if not await self._limiter(command.pbx_id).acquire(command.deadline.timestamp()):
             raise CommandFailure(ErrorCode.RATE_LIMITED, "the PBX's command rate limit is reached; retry shortly")
+        if self._leg_check is not None:
+            await self._leg_check(command)
 
     async def _reconcile(self, command: CommandBase, claim: Claim) -> CommandResult:
         try:

@@ -171,7 +171,7 @@ async def test_the_websocket_dropped_mid_call_several_times_matches_the_ground_t
             rig.outages.append(Outage(start, rig.resync_index(start)))
             reconciler = rig.adapter.reconciler
             assert reconciler is not None
-            await rig.wait(lambda n=round_: reconciler.reconciled > n, "the call-history reconciliation")  # type: ignore[misc]
+            await rig.wait(lambda n=round_, r=reconciler: r.reconciled > n, "the call-history reconciliation")  # type: ignore[misc]
             await rig.settled()
             engine.answer(engine.participants("100")[-1].id)  # seen live again
             await rig.settled()

@@ -14,12 +14,14 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from hub.bus import connect, ensure_streams
+from hub.bus.kv import CALL_IDS, open_bucket
 from hub.bus.pull import BatchPuller
 from hub.config import BusConfig, PbxConfig
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
 from hub.pbx.xapi import XapiClient
 from hub.sdk import CommandClient
 from hub.simulator import SimHandle, running_simulator
+from hub.worker.legs import LegOwnership
 from hub.worker.service import Worker, WorkerConfig
 from schemas import commands as c
 from schemas import subjects
@@ -54,7 +56,8 @@ async def rig(nats_server: str) -> AsyncIterator[Rig]:
         pbx = PbxConfig(id="main", base_url=sim.base_url, client_id="800", client_secret="sim-secret")
         rest = CallControlClient(http, TokenProvider(http, pbx.client_id, pbx.secret()))
         gateway = CallControlGateway(rest, pbx, xapi=XapiClient(http, rest_tokens(rest)))
-        worker = Worker(nc, gateway, config=WorkerConfig(rate_per_second=0))
+        legs = LegOwnership(rest, await open_bucket(nc.jetstream(), CALL_IDS))
+        worker = Worker(nc, gateway, config=WorkerConfig(rate_per_second=0), leg_check=legs.check)
         stopping = asyncio.Event()
         task = asyncio.create_task(worker.run(stopping))
         with anyio.fail_after(10):
@@ -166,7 +169,9 @@ async def test_queries_read_the_pbx(rig: Rig) -> None:
     rig.sim.engine.place_call("+15550100", "800")
     active = await rig.client.query(c.ActiveCalls(pbx_id="main"))
     assert active.ok
-    assert [p["dn"] for p in active.items] == ["800"]
+    [call] = active.items
+    assert [leg["dn"] for leg in call["legs"]] == ["800"] and call["legs"][0]["party"] == "+15550100"
+    assert call["call_id"] is None  # no ingest here: the hub's call id is unknown
     extensions = await rig.client.query(c.Extensions(pbx_id="main"))
     assert [e["number"] for e in extensions.items] == ["100", "101", "102", "103"]  # XAPI users, monitored or not
     assert extensions.items[1]["name"] == "Alice" and extensions.items[1]["profile"] == "Available"
@@ -328,3 +333,25 @@ async def test_route_to_adds_a_route_and_the_audit_trail_carries_the_whole_comma
     assert accepted.data.command["args"] == {"to": "102"}
     assert accepted.correlation_id == command.command_id
     assert succeeded.data.command_id == command.command_id
+
+
+async def test_a_leg_that_now_belongs_to_another_call_is_refused(rig: Rig) -> None:
+    """D§5: participant ids are reused; the call-id map (ingest's) says whose the leg is now."""
+    import json
+
+    nc = rig.client._nc
+    call = rig.sim.engine.place_call("+15550100", "800")
+    [leg] = rig.sim.engine.participants("800")
+    ids = await open_bucket(nc.jetstream(), CALL_IDS)
+    ours, theirs = new_call_id(), new_call_id()
+    await ids.put(f"main.{call.callid}", json.dumps({"call_id": theirs, "first_seen": 0, "last_seen": 0}).encode())
+    target = LegRef(dn="800", participant_id=leg.id, legid=leg.legid)
+    refused = await rig.client.send(c.Drop(pbx_id="main", issued_by="agent:test", call_id=ours, leg=target))
+    assert refused.error is not None and refused.error.code is ErrorCode.NOT_FOUND
+    assert f"now belongs to call {theirs}" in refused.error.message
+    stale = LegRef(dn="800", participant_id=leg.id, legid=(leg.legid or 0) + 100)
+    other = await rig.client.send(c.Drop(pbx_id="main", issued_by="agent:test", call_id=theirs, leg=stale))
+    assert other.error is not None and "now another leg" in other.error.message
+    assert rig.sim.engine.participants("800")  # nothing was dropped
+    done = await rig.client.send(c.Drop(pbx_id="main", issued_by="agent:test", call_id=theirs, leg=target))
+    assert done.ok and rig.sim.engine.participants("800") == []
