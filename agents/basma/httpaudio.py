@@ -1,12 +1,13 @@
-"""The 3CX participant audio streams as an :class:`AudioPort` (3cx-protocol.md §4).
+"""The 3CX participant audio streams as an :class:`AudioPort` (3cx-protocol.md §4), through the shared reader and
+player of :mod:`hub.audio.participant` (the hub-side recorder uses the same).
 
-- GET ``/callcontrol/{dn}/participants/{id}/stream``: one long response carrying raw s16le 8 kHz mono for as long as
-  the leg is up, in chunks of any size (odd ones too). Before the leg is connected the PBX answers 404 or 424: retried
-  with backoff from 50 ms to 500 ms for up to ``connect_timeout_s``. The body ending is the hang-up (or the leg
-  leaving after a transfer). It is read once, through :class:`hub.audio.AudioFanout`.
-- POST to the same path: one long chunked request (``application/octet-stream``) whose body is the
-  :class:`hub.audio.PacedWriter`'s 20 ms frames, never more than 500 ms ahead of real time. It starts once the GET is
-  streaming (the leg is connected); a broken POST is re-opened while the call lasts, with the writer's clock resumed.
+- GET: the caller's raw s16le 8 kHz mono for as long as the leg is up; 404/424 before the leg connects are retried
+  with backoff for up to ``connect_timeout_s``; the body ending is the hang-up (or the leg leaving after a
+  transfer). It is read once, through :class:`hub.audio.AudioFanout`.
+- POST: one long chunked request whose body is the :class:`hub.audio.PacedWriter`'s 20 ms frames, never more than
+  ``lead_ms`` ahead of real time. It starts once the GET streams (the leg is connected); a broken POST is re-opened
+  while the call lasts, with the writer's clock resumed. The writer's ``tap`` (:class:`hub.audio.tap.AudioTap`)
+  lets a hub-side recording mix Basma's voice in.
 - Bearer token from a :class:`TokenSource` (the ingest token broker of D§6, or :class:`hub.pbx.TokenProvider`); one
   refresh on a 401. The token never appears in logs or errors.
 """
@@ -18,25 +19,19 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
-from urllib.parse import quote
 
 import httpx
 
 from agents.basma.errors import AudioStreamError
 from agents.basma.ports import reframe
 from hub.audio.fanout import AudioFanout, AudioSubscription
+from hub.audio.participant import StreamRefused, participant_audio, play_to_participant, stream_path
 from hub.audio.writer import PacedWriter
+from hub.pbx.token import TokenSource
 
 log = logging.getLogger(__name__)
-NOT_YET = (404, 424)
-# A stream lasts as long as the call: no read or write timeout (a silent caller is still a caller).
-_STREAM_TIMEOUT = httpx.Timeout(10.0, read=None, write=None)
 
-
-class TokenSource(Protocol):
-    async def token(self) -> str: ...
-    async def refresh(self, stale: str | None) -> str: ...
+__all__ = ["HttpStreamAudio", "TokenSource"]
 
 
 class HttpStreamAudio:
@@ -49,17 +44,19 @@ class HttpStreamAudio:
         participant_id: int,
         connect_timeout_s: float = 120.0,
         lead_ms: float = 500.0,
+        tap: Callable[[bytes, float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._tokens = tokens
-        self.path = f"/callcontrol/{quote(dn, safe='')}/participants/{participant_id}/stream"
+        self._dn = dn
+        self._participant_id = participant_id
+        self.path = stream_path(dn, participant_id)
         self._connect_timeout_s = connect_timeout_s
         self._clock = clock
-        self._writer = PacedWriter(lead_ms=lead_ms, clock=clock)
+        self._writer = PacedWriter(lead_ms=lead_ms, clock=clock, tap=tap)
         self.ended = asyncio.Event()
         self.connected = asyncio.Event()
-        self.get_attempts = 0
         self.post_attempts = 0
         self.error: AudioStreamError | None = None
         self._sub: AudioSubscription | None = None
@@ -93,55 +90,23 @@ class HttpStreamAudio:
                 except TimeoutError:
                     log.warning("voice: the reply stream of %s did not end in time", self.path)
 
-    async def _headers(self, token: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token}"}
-
     async def _incoming(self) -> AsyncIterator[bytes]:
         """The caller's audio; retries until the leg is connected, ends when the stream ends."""
-        deadline = self._clock() + self._connect_timeout_s
-        delay = 0.05
-        token = await self._tokens.token()
-        refreshed = False
+        stream = participant_audio(
+            self._http,
+            self._tokens,
+            self._dn,
+            self._participant_id,
+            connect_timeout_s=self._connect_timeout_s,
+            connected=self.connected,
+            clock=self._clock,
+        )
         try:
-            while True:
-                self.get_attempts += 1
-                try:
-                    headers = await self._headers(token)
-                    async with self._http.stream(
-                        "GET", self.path, headers=headers, timeout=_STREAM_TIMEOUT
-                    ) as response:
-                        status = response.status_code
-                        if status == 200:
-                            self.connected.set()
-                            async for chunk in response.aiter_raw():
-                                yield chunk
-                            return
-                        await response.aread()
-                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                    if self.connected.is_set():
-                        log.info("voice: caller stream %s ended abruptly (%s)", self.path, type(exc).__name__)
-                        return
-                    status = 0
-                except httpx.TransportError as exc:
-                    status = 0
-                    log.warning("voice: caller stream %s: %s", self.path, type(exc).__name__)
-                if status == 401 and not refreshed:
-                    token, refreshed = await self._tokens.refresh(token), True
-                    continue
-                if status not in (*NOT_YET, 0):
-                    raise AudioStreamError(
-                        f"the PBX refused the caller stream {self.path}: HTTP {status}", status=status
-                    )
-                if self._clock() + delay > deadline:
-                    raise AudioStreamError(
-                        f"the leg did not connect within {self._connect_timeout_s:g} s ({self.path} kept answering "
-                        f"{status or 'no connection'})",
-                        status=status or None,
-                    )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        except AudioStreamError as exc:
-            self.error = exc
+            async with contextlib.aclosing(stream):
+                async for chunk in stream:
+                    yield chunk
+        except StreamRefused as exc:
+            self.error = AudioStreamError(str(exc), status=exc.status)
             log.error("voice: %s", exc)
         finally:
             self.ended.set()
@@ -155,27 +120,22 @@ class HttpStreamAudio:
         ended.cancel()
         if not self.connected.is_set():
             return
-        token = await self._tokens.token()
         delay = 0.05
         while not self.ended.is_set():
             self.post_attempts += 1
-            headers = {**await self._headers(token), "Content-Type": "application/octet-stream"}
             try:
-                response = await self._http.post(
-                    self.path, content=self._writer.frames(), headers=headers, timeout=_STREAM_TIMEOUT
+                status = await play_to_participant(
+                    self._http, self._tokens, self._dn, self._participant_id, self._writer.frames()
                 )
             except httpx.TransportError as exc:
                 log.warning("voice: reply stream %s broke (%s)", self.path, type(exc).__name__)
             else:
-                if response.status_code < 300 or self._writer_done():
+                if 0 < status < 300 or self._writer.cancelled:
                     return
-                if response.status_code == 401:
-                    token = await self._tokens.refresh(token)
-                log.warning("voice: reply stream %s answered HTTP %s", self.path, response.status_code)
-            if self._writer_done():
+                if status == 401:
+                    await self._tokens.refresh(await self._tokens.token())
+                log.warning("voice: reply stream %s answered %s", self.path, f"HTTP {status}" if status else "nothing")
+            if self._writer.cancelled:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-
-    def _writer_done(self) -> bool:
-        return self._writer.cancelled

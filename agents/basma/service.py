@@ -7,7 +7,8 @@
 - ``call.leg_removed`` of the session's leg, or ``call.ended``, ends the session; the handler waits (bounded) until
   the session has published its transcript, before the runtime cancels what is left of the call's tasks.
 - The call's audio is the 3CX participant stream of the leg (:class:`HttpStreamAudio`), with the PBX token from the
-  ingest leader (``ml.int.<pbx>.token``, D§6) unless ``token_source: own``.
+  ingest leader (``ml.int.<pbx>.token``, D§6) unless ``token_source: own``; Basma's voice also goes to the leg's
+  audio tap, so a hub-side recording of the call has both sides.
 - What the process holds for all calls (an HTTP client per PBX, the token sources, the models, loaded once) is
   opened by the agent's lifespan, before the first event.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 import httpx
+from nats.aio.client import Client
 
 from agents.basma.config import VoiceStack, build_stack, preload
 from agents.basma.control import SdkCallControl
@@ -29,6 +31,7 @@ from agents.basma.httpaudio import HttpStreamAudio, TokenSource
 from agents.basma.ports import CallInfo, EventSink
 from agents.basma.session import SessionResult, VoiceSession
 from agents.basma.settings import VoiceConfig
+from hub.audio.tap import AudioTap
 from hub.config import PbxConfig
 from hub.logs import get_logger
 from hub.pbx import TokenProvider
@@ -107,6 +110,7 @@ class Basma:
         self.stack: VoiceStack | None = None
         self._pbxs: dict[str, _Pbx] = {}
         self._events: EventSink | None = None
+        self._nc: Client | None = None
         self.calls: dict[Key, _Call] = {}
         self.finished: OrderedDict[str, SessionResult] = OrderedDict()  # the last few, by call id
         self._callers: OrderedDict[Key, str] = OrderedDict()
@@ -141,6 +145,7 @@ class Basma:
             self.stack = self._given_stack or build_stack(self.config, providers)
             await asyncio.to_thread(preload, self.stack)  # models load once per process, before the first call
             self._events = runtime.publisher
+            self._nc = runtime.nc
             log.info("voice agent ready", agent=self.agent.name, pbxs=sorted(self._pbxs))
             try:
                 yield
@@ -207,6 +212,7 @@ class Basma:
             participant_id=leg.participant_id,
             connect_timeout_s=self.config.stream_connect_timeout_s,
             lead_ms=self.config.reply_lead_ms,
+            tap=AudioTap(self._nc, ctx.pbx_id, key[1], leg.participant_id) if self._nc is not None else None,
         )
         control = SdkCallControl(ctx, leg)
         session = VoiceSession(

@@ -13,12 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
+from agents.basma.caller import trim_silence
 from agents.basma.policy import Policy, parse_policy
 from agents.basma.stt import WhisperStt
 from agents.basma.text import wer, words
 from agents.basma.tts import PiperTts
 from hub.audio.format import FRAME_BYTES
+from schemas import subjects
 from schemas.events import AgentClaimedCall, AgentHandedOff, DtmfReceived, VoiceTranscript, VoiceTurn
 from schemas.identity import deterministic_event_id
 from tests.agents.support import fresh_connection, lease_owner
@@ -187,6 +190,12 @@ async def test_a_hang_up_mid_sentence_ends_the_session_with_no_task_left_and_no_
     caplog.set_level(logging.WARNING)
     async with live_rig(nc, tmp_path, whisper=whisper, piper=piper, policy=long_policy()) as rig:
         call = await rig.call()
+        tapped: list[bytes] = []
+
+        async def on_tap(msg: Msg) -> None:
+            tapped.append(msg.data)
+
+        tap = await nc.subscribe(subjects.audio_tap_subject("main", call.call_id, call.leg.id), cb=on_tap)
         await eventually(lambda: len(call.playout.pcm) >= 16 * 1500, what="the greeting to be under way")
         call.hang_up()
         result = await call.result(timeout=5)
@@ -196,6 +205,7 @@ async def test_a_hang_up_mid_sentence_ends_the_session_with_no_task_left_and_no_
             call.call_id, lambda es: any(isinstance(e, VoiceTranscript) for e in es), "the transcript in the log"
         )
         assert rig.basma.calls == {}
+        await tap.unsubscribe()
 
     assert result.outcome == "hung_up"
     [greeting] = result.dialogue
@@ -204,6 +214,8 @@ async def test_a_hang_up_mid_sentence_ends_the_session_with_no_task_left_and_no_
     assert rig.basma.finished[call.call_id] is result
     [transcript] = [e for e in events if isinstance(e, VoiceTranscript)]
     assert "the caller hung up" in transcript.data.summary
+    # Basma's voice went to the leg's audio tap too (a hub-side recording mixes it in): what the simulator got
+    assert trim_silence(b"".join(tapped)) == trim_silence(bytes(call.playout.pcm))
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert [r.getMessage() for r in caplog.records if r.name.startswith("agents.basma")] == []
 
