@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -79,6 +80,7 @@ def _model(model_dir: str, compute_type: str, cpu_threads: int) -> Any:
             from faster_whisper import WhisperModel
         except ImportError:
             raise MissingExtra("faster-whisper (offline speech-to-text)", "voice") from None
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every utterance's length at INFO
         return WhisperModel(model_dir, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads)
 
 
