@@ -248,14 +248,21 @@ def bench(
 
 @app.command("up")
 def up(
-    scenario: Annotated[str, typer.Option(help="Demo scenario for the built-in simulator")] = "demo",
+    scenario: Annotated[
+        str, typer.Option(help="What the built-in simulator plays: demo, quiet, or a scenario file")
+    ] = "demo",
     data_dir: Annotated[Path | None, typer.Option(help="Where the JetStream store and SQLite log live")] = None,
-    calls: Annotated[int, typer.Option(help="Synthetic calls to run through the hub (0 = until Ctrl-C)")] = 0,
+    calls: Annotated[int, typer.Option(help="Stop after this many calls have ended (0 = run until Ctrl-C)")] = 0,
 ) -> None:
-    """Run the whole hub in one process tree with embedded defaults."""
-    from hub.up import run_up
+    """Run the whole hub in one process tree with embedded defaults (NATS, SQLite, the 3CX simulator)."""
+    from hub.up import run_up, scenario_path
 
     settings = settings_or_exit(data_dir=data_dir)
+    if not settings.pbxs:
+        try:
+            scenario_path(scenario)
+        except ValueError as exc:
+            fail(str(exc))
     raise typer.Exit(asyncio.run(run_up(settings, scenario=scenario, calls=calls)))
 
 

@@ -22,7 +22,7 @@ from hub.eventlog.store import EventStore, StoreUnavailable
 from hub.replay import ReplayArgumentError, ReplayRequest, replay
 from schemas import subjects
 from schemas.events import EVENT_CLASSES
-from schemas.tokens import InvalidTokenError
+from schemas.tokens import InvalidTokenError, check_token
 
 T = TypeVar("T")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -93,7 +93,13 @@ def run_replay(
     console = Console(stderr=True)
 
     async def body(store: EventStore) -> None:
-        nc = None if dry_run else await connect(settings.effective_nats_url(), name="masterlinc-replay")
+        nc = (
+            None
+            if dry_run
+            else await connect(
+                settings.effective_nats_url(), name="masterlinc-replay", **settings.bus.security.options()
+            )
+        )
         try:
             with Progress(
                 TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
@@ -125,7 +131,7 @@ def run_tail(settings: Settings, *, call_ids: tuple[str, ...], types: tuple[str,
     console = Console()
 
     async def body() -> None:
-        nc = await connect(settings.effective_nats_url(), name="masterlinc-tail")
+        nc = await connect(settings.effective_nats_url(), name="masterlinc-tail", **settings.bus.security.options())
         queue: asyncio.Queue[Any] = asyncio.Queue()
         for f in filters:
             await nc.subscribe(f, cb=queue.put)
@@ -161,6 +167,11 @@ def _line(raw: dict[str, Any]) -> str:
 
 
 def run_show(settings: Settings, call_id: str) -> None:
+    try:
+        check_token(call_id, "call id")
+    except InvalidTokenError as exc:
+        fail(str(exc))
+
     async def body(store: EventStore) -> list[Any]:
         if not await store.known_call(call_id):
             raise ReplayArgumentError(f"call {call_id!r} is not in the event log")
@@ -211,7 +222,7 @@ def run_dlq_retry(settings: Settings, letter_id: int) -> None:
         letter = await store.get_dead_letter(letter_id)
         if letter is None:
             raise ReplayArgumentError(f"no dead letter {letter_id}; `masterlinc dlq list` shows the ids")
-        nc = await connect(settings.effective_nats_url(), name="masterlinc-dlq")
+        nc = await connect(settings.effective_nats_url(), name="masterlinc-dlq", **settings.bus.security.options())
         try:
             js = nc.jetstream()
             await js.publish(letter.subject, letter.payload, headers={"Nats-Msg-Id": f"dlq-retry-{letter.id}"})

@@ -71,8 +71,55 @@ class PbxConfig(Section):
         raise ValueError(f"pbx {self.id}: no client secret; set ML_PBXS__0__CLIENT_SECRET or client_secret_file")
 
 
+class BusSecurity(Section):
+    """How services authenticate to NATS (docs/operations.md lists the subjects each service needs): a
+    credentials file (JWT + nkey, NATS's decentralised auth), an nkey seed, a user and password, or a token; TLS
+    with a custom CA and a client certificate. Secrets are read from files or SecretStr and never logged."""
+
+    creds_file: Path | None = None
+    nkey_seed_file: Path | None = None
+    user: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> BusSecurity:
+        ways = [self.creds_file, self.nkey_seed_file, self.user, self.token]
+        if sum(w is not None for w in ways) > 1:
+            raise ValueError("give one of creds_file, nkey_seed_file, user/password or token for NATS")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("a NATS client certificate needs both tls_cert_file and tls_key_file")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for nats-py's ``connect``."""
+        out: dict[str, Any] = {}
+        if self.creds_file is not None:
+            out["user_credentials"] = str(self.creds_file)
+        if self.nkey_seed_file is not None:
+            out["nkeys_seed"] = str(self.nkey_seed_file)
+        if self.user is not None:
+            out["user"] = self.user
+            out["password"] = self.password.get_secret_value() if self.password else ""
+        if self.token is not None:
+            out["token"] = self.token.get_secret_value()
+        if self.tls_ca_file is not None or self.tls_cert_file is not None:
+            import ssl
+
+            context = ssl.create_default_context(cafile=str(self.tls_ca_file) if self.tls_ca_file else None)
+            if self.tls_cert_file is not None and self.tls_key_file is not None:
+                context.load_cert_chain(str(self.tls_cert_file), str(self.tls_key_file))
+            out["tls"] = context
+        return out
+
+
 class BusConfig(Section):
-    """JetStream stream limits (created or updated idempotently at start)."""
+    """JetStream stream limits (created or updated idempotently at start), and how to authenticate."""
+
+    security: BusSecurity = Field(default_factory=BusSecurity)
 
     events_max_age_s: float = Field(default=7 * 86400, gt=0)
     events_max_bytes: int = Field(default=-1)

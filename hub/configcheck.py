@@ -40,7 +40,9 @@ async def check_bus(settings: Settings) -> Finding:
     if settings.nats_url is None:
         return Finding("bus", True, "NATS_URL unset: `masterlinc up` starts an embedded nats-server")
     try:
-        nc = await connect(settings.nats_url, name="masterlinc-config-check", connect_timeout=2)
+        nc = await connect(
+            settings.nats_url, name="masterlinc-config-check", connect_timeout=2, **settings.bus.security.options()
+        )
     except ServerTooOldError as exc:
         return Finding("bus", False, str(exc))
     except BusUnavailableError as exc:

@@ -109,6 +109,7 @@ def start(
     jetstream: bool = True,
     startup_timeout: float = 10.0,
     log_file: Path | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> EmbeddedNats:
     """Start nats-server and wait until it accepts TCP connections."""
     binary = find_binary()
@@ -119,6 +120,7 @@ def start(
     args = [str(binary), "-a", host, "-p", str(port)]
     if jetstream:
         args += ["-js", "-sd", str(store)]
+    args += list(extra_args)
     # The server's own log goes to a file, never to a pipe nobody reads (a full pipe would block the server).
     log_path = log_file or store / "nats-server.log"
     with open(log_path, "ab") as log_handle:

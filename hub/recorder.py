@@ -237,7 +237,11 @@ async def recorder_main(ctx: ServiceContext, settings: Settings) -> None:
     try:
         nats_url = settings.effective_nats_url()
         nc = await until_ready(
-            "nats", lambda: connect(nats_url, name="masterlinc-recorder"), BusUnavailableError, ctx.health, ctx.stopping
+            "nats",
+            lambda: connect(nats_url, name="masterlinc-recorder", **settings.bus.security.options()),
+            BusUnavailableError,
+            ctx.health,
+            ctx.stopping,
         )
         if nc is None:
             return

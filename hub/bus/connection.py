@@ -49,8 +49,11 @@ async def connect(url: str, *, name: str, connect_timeout: float = 2.0, **option
     connected, nats-py reconnects forever.
     """
 
+    seen: list[str] = []
+
     async def quiet(exc: Exception) -> None:
-        log.debug("nats client error", error=str(exc) or type(exc).__name__)
+        seen.append(str(exc) or type(exc).__name__)
+        log.debug("nats client error", error=seen[-1])
 
     options.setdefault("error_cb", quiet)
     try:
@@ -64,6 +67,11 @@ async def connect(url: str, *, name: str, connect_timeout: float = 2.0, **option
             **options,
         )
     except (NoServersError, OSError, TimeoutError) as exc:
+        if any("authorization" in s.lower() or "authentication" in s.lower() for s in seen):
+            raise BusUnavailableError(
+                f"the NATS server at {url} refused this service's credentials (authorization violation): set "
+                "ML_BUS__SECURITY__CREDS_FILE, __NKEY_SEED_FILE, __USER/__PASSWORD or __TOKEN to what it expects"
+            ) from None
         raise BusUnavailableError(f"no NATS server answered at {url}: {exc or type(exc).__name__}") from None
     nc.options["max_reconnect_attempts"] = -1  # from now on, reconnect forever (read by nats-py on each attempt)
     version: str = nc.connected_server_version._server_version

@@ -34,7 +34,11 @@ async def coordinator_main(ctx: ServiceContext, settings: Settings, rules: Assig
     ctx.health.set("nats", False, "connecting")
     url = settings.effective_nats_url()
     nc = await until_ready(
-        "nats", lambda: connect(url, name="masterlinc-coordinator"), BusUnavailableError, ctx.health, ctx.stopping
+        "nats",
+        lambda: connect(url, name="masterlinc-coordinator", **settings.bus.security.options()),
+        BusUnavailableError,
+        ctx.health,
+        ctx.stopping,
     )
     if nc is None:
         return

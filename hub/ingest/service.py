@@ -54,7 +54,11 @@ async def ingest_main(ctx: ServiceContext, settings: Settings) -> None:
     url = settings.effective_nats_url()
     ctx.health.set("nats", False, "connecting")
     nc = await until_ready(
-        "nats", lambda: connect(url, name="masterlinc-ingest"), BusUnavailableError, ctx.health, ctx.stopping
+        "nats",
+        lambda: connect(url, name="masterlinc-ingest", **settings.bus.security.options()),
+        BusUnavailableError,
+        ctx.health,
+        ctx.stopping,
     )
     if nc is None:
         return

@@ -113,7 +113,8 @@ async def _serve(
     origins: list[str],
 ) -> None:
     store = TokenStore.in_data_dir(settings.data_dir)
-    async with Backend(pbx_id=pbx_id, nats_url=settings.effective_nats_url()) as backend:
+    nats = settings.effective_nats_url()
+    async with Backend(pbx_id=pbx_id, nats_url=nats, nats_options=settings.bus.security.options()) as backend:
         if transport == "stdio":
             facade = build_server(backend, FacadeConfig(pbx_id=pbx_id, profile=cast(Profile, profile)))
         else:

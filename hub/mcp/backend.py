@@ -55,6 +55,7 @@ class Backend:
         updates: NatsSubscriptionBus | None = None,
         retry_s: float = 1.0,
         command_wait_s: float | None = None,
+        nats_options: dict[str, Any] | None = None,
     ) -> None:
         if (nats_url is None) == (nc is None):
             raise ValueError("give nats_url or nc")
@@ -62,6 +63,7 @@ class Backend:
         self.calls = CallView()
         self.updates = updates or NatsSubscriptionBus(pbx_id)
         self._url = nats_url
+        self._nats_options = nats_options or {}
         self._given = nc
         self._nc: Client | None = None
         self._client: CommandClient | None = None
@@ -105,7 +107,7 @@ class Backend:
         assert self._url is not None
         while True:
             try:
-                nc = await connect(self._url, name="masterlinc-mcp")
+                nc = await connect(self._url, name="masterlinc-mcp", **self._nats_options)
             except BusError as exc:
                 log.warning("bus not reachable; tools answer pbx_unavailable until it is", error=str(exc))
                 self._first_attempt.set()

@@ -52,7 +52,7 @@ async def agent_main(ctx: ServiceContext, settings: Settings, agent: Agent, back
     url = settings.effective_nats_url()
     nc = await until_ready(
         "nats",
-        lambda: connect(url, name=f"masterlinc-agent-{agent.name}"),
+        lambda: connect(url, name=f"masterlinc-agent-{agent.name}", **settings.bus.security.options()),
         BusUnavailableError,
         ctx.health,
         ctx.stopping,

@@ -29,6 +29,25 @@ DEFAULT_PREMIUM = (
 )
 
 
+def _without_feature_codes(number: str) -> set[str]:
+    """The number and every way of reading feature codes off its front (``*67911`` -> 911; ``*82*911`` -> 911)."""
+    seen = {number}
+    todo = [number]
+    while todo:
+        current = todo.pop()
+        if current[:1] not in ("*", "#"):
+            continue
+        stars = len(current) - len(current.lstrip("*#"))
+        for digits in (1, 2, 3):
+            head = current[: stars + digits]
+            if len(head) == stars + digits and head[stars:].isdigit():
+                rest = current[stars + digits :].lstrip("*#")
+                if rest and rest not in seen:
+                    seen.add(rest)
+                    todo.append(rest)
+    return seen
+
+
 class Verdict(StrEnum):
     ALLOWED = "allowed"
     DENIED_RULE = "denied_by_rule"
@@ -89,12 +108,14 @@ class DialPolicy:
             if pattern.search(n):
                 return Decision(Verdict.ALLOWED, n, f"allowed by rule {pattern.pattern!r}")
         if self.is_restricted(issuer):
-            if n.lstrip("+") in self.emergency:
-                return Decision(Verdict.DENIED_EMERGENCY, n, f"{n} is an emergency number: assistants may not dial it")
-            for pattern in self._compiled["premium"]:
-                if pattern.search(n):
-                    return Decision(Verdict.DENIED_PREMIUM, n, f"{n} is a premium-rate number")
-            if self._international(n):
+            raw = re.sub(r"[\s().-]", "", number)  # with the outside-line prefix too: "911" is not "9" + "11"
+            if self._reaches_emergency(n) or self._reaches_emergency(raw):
+                return Decision(Verdict.DENIED_EMERGENCY, n, f"{n} reaches an emergency number: assistants may not "
+                                "dial it")  # fmt: skip
+            dialled = _without_feature_codes(n.rstrip("#"))  # *67 before a number still dials it
+            if any(p.search(d) for p in self._compiled["premium"] for d in dialled):
+                return Decision(Verdict.DENIED_PREMIUM, n, f"{n} is a premium-rate number")
+            if any(self._international(d) for d in dialled):
                 return Decision(
                     Verdict.DENIED_INTERNATIONAL,
                     n,
@@ -102,6 +123,15 @@ class DialPolicy:
                     "with a dial-policy allow rule",
                 )
         return Decision(Verdict.ALLOWED, n, "no rule restricts it")
+
+    def _reaches_emergency(self, n: str) -> bool:
+        """Feature codes before the number (``*67911`` hides the caller id and still dials 911), a send key after it
+        (``911#``), a trunk or country prefix (``1911``, ``+1911``) or an international prefix cannot hide one."""
+        candidates = _without_feature_codes(n.rstrip("#"))
+        candidates |= {c.lstrip("+") for c in candidates}
+        for prefix in (f"+{self.home_country_code}", self.home_country_code, *self.international_prefixes):
+            candidates |= {c[len(prefix) :] for c in list(candidates) if c.startswith(prefix)}
+        return any(c in self.emergency for c in candidates)
 
     def _international(self, n: str) -> bool:
         if n.startswith("+"):

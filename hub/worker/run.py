@@ -33,7 +33,11 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
     ctx.health.set("nats", False, "connecting")
     url = settings.effective_nats_url()
     nc = await until_ready(
-        "nats", lambda: connect(url, name=f"masterlinc-worker-{pbx.id}"), BusUnavailableError, ctx.health, ctx.stopping
+        "nats",
+        lambda: connect(url, name=f"masterlinc-worker-{pbx.id}", **settings.bus.security.options()),
+        BusUnavailableError,
+        ctx.health,
+        ctx.stopping,
     )
     if nc is None:
         return

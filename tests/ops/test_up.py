@@ -1,4 +1,5 @@
-"""`masterlinc up` smoke test: starts, says ready, records calls, stops cleanly on Ctrl-C, keeps its data."""
+"""`masterlinc up` smoke test: start, play the demo, see calls in the log, call an MCP tool over HTTP, Ctrl-C,
+a clean exit in bounded time with no process left, a restart that finds the earlier calls."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import anyio
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 pytestmark = pytest.mark.nats
 
@@ -21,45 +27,84 @@ def _env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def _logged(stderr: str) -> tuple[int, int]:
-    match = re.search(r"(\d+) event\(s\) in the log \(was (\d+)\)", stderr)
-    assert match, stderr[-2000:]
-    return int(match[1]), int(match[2])
+def _logged(stderr: str) -> tuple[int, int, int]:
+    match = re.search(r"stopped after (\d+) call\(s\); (\d+) event\(s\) in the log \(was (\d+)\)", stderr)
+    assert match, stderr[-3000:]
+    return int(match[1]), int(match[2]), int(match[3])
 
 
-def test_up_records_calls_and_keeps_them_across_restarts(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "hub.cli", "up", "--calls", "2"]
-    first = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=90, check=False)
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert "ready" in first.stderr
-    total, before = _logged(first.stderr)
-    assert before == 0
-    assert total >= 8  # two calls of at least four events each
-    second = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=90, check=False)
-    assert second.returncode == 0, second.stderr[-2000:]
-    total_2, before_2 = _logged(second.stderr)
-    assert before_2 == total
-    assert total_2 >= total + 8
-    assert (tmp_path / "events.db").exists()
-    assert (tmp_path / "jetstream").is_dir()
+class Lines:
+    """The stderr of a running `up`, read in a thread so the test can wait for a line without blocking."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._proc = proc
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.text)
+            if found:
+                return found
+            assert self._proc.poll() is None, f"`up` exited early:\n{self.text[-3000:]}"
+            time.sleep(0.05)  # polling a pipe reader thread; the condition is the text itself
+        raise AssertionError(f"no {pattern!r} within {timeout}s:\n{self.text[-3000:]}")
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
 
-def test_ctrl_c_stops_everything_in_bounded_time(tmp_path: Path) -> None:
+async def _make_call(url: str, token: str) -> dict[str, object]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    async with http, Client(streamable_http_client(url, http_client=http), raise_exceptions=True) as client:
+        result = await client.call_tool("make_call", {"from_extension": "101", "to": "102"})
+        body: dict[str, object] | None = result.structured_content
+        assert body is not None
+        return body
+
+
+def test_up_plays_the_demo_answers_mcp_and_keeps_its_data_across_restarts(tmp_path: Path) -> None:
     with subprocess.Popen(
         [sys.executable, "-m", "hub.cli", "up"], env=_env(tmp_path), stderr=subprocess.PIPE, text=True
     ) as proc:
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 60
-        for line in proc.stderr:
-            if line.startswith("ready"):
-                break
-            assert time.monotonic() < deadline, "never said ready"
+        out = Lines(proc)
+        out.wait_for(r"\nready: \d+ services up")
+        found = out.wait_for(r"MCP over HTTP: (\S+)\s+\(Authorization: Bearer\s+(\S+)\)")
+        placed = anyio.run(_make_call, found[1], found[2])
+        assert placed["ok"], placed
+        out.wait_for(r"status: .* [1-9]\d* call\(s\) ended", timeout=120)  # the demo's calls went through
+        started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(20) == 0
-        rest = proc.stderr.read()
-    assert "stopped after" in rest
-    leftover = subprocess.run(
-        ["pgrep", "-f", "--", f"{tmp_path}/jetstream"], capture_output=True, text=True, check=False
-    )
-    assert leftover.returncode in (0, 1), leftover.stderr
-    assert leftover.stdout.strip() == "", "the embedded nats-server outlived `up`"
+        assert proc.wait(60) == 0, out.text[-3000:]
+        assert time.monotonic() - started < 60
+        out.join(5)
+    ended, total, before = _logged(out.text)
+    assert before == 0 and ended >= 1 and total >= 10
+    assert (tmp_path / "events.db").exists() and (tmp_path / "jetstream").is_dir()
+    assert "sim-secret" not in out.text  # secrets never in what `up` prints
+    leftover = subprocess.run(["pgrep", "-f", "--", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert leftover.stdout.strip() == "", f"processes outlived `up`: {leftover.stdout}"
+
+    again = subprocess.run([sys.executable, "-m", "hub.cli", "up", "--calls", "1"], env=_env(tmp_path),
+                           capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    _, total_2, before_2 = _logged(again.stderr)
+    assert before_2 == total and total_2 > total
+
+
+def test_a_bad_scenario_is_refused_with_what_to_use(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "hub.cli", "up", "--scenario", "nope"], env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert run.returncode == 2
+    assert "no scenario 'nope': use demo, quiet or the path of a scenario file" in run.stderr
