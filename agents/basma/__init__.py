@@ -6,8 +6,9 @@ barge-in, DTMF, and voice.turn / voice.transcript events. Everything outside the
 (:mod:`agents.basma.ports`) with a live and an in-memory implementation. :mod:`agents.basma.agent` makes it an agent
 of the SDK (``masterlinc agent run basma``).
 
-The names that need the ``voice`` extra (numpy and the speech libraries) are imported on first use, so the settings
-(:mod:`agents.basma.settings`) and the errors can be read in a process without it.
+Every name but the settings is imported on first use: the hub's settings import :mod:`agents.basma.settings` in
+every process, which must cost nothing and need no speech library (numpy and the rest come with the ``voice``
+extra).
 """
 
 from __future__ import annotations
@@ -15,26 +16,47 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from agents.basma.brain import Brain, CallerPressed, CallerSaid, CallStarted, Destination, Toolbox, ToolResult, Turn
-from agents.basma.errors import (
-    AudioStreamError,
-    MissingExtra,
-    PolicyError,
-    ProviderError,
-    VoiceConfigError,
-    VoiceError,
-)
-from agents.basma.policy import Policy, PolicyBrain, load_policy, parse_policy
-from agents.basma.ports import AudioPort, CallControl, CallInfo, ControlResult, EventSink, ReplyWriter
 from agents.basma.settings import SessionConfig, VadConfig, VoiceConfig, WhisperConfig
 
 if TYPE_CHECKING:
+    from agents.basma.brain import (
+        Brain,
+        CallerPressed,
+        CallerSaid,
+        CallStarted,
+        Destination,
+        Toolbox,
+        ToolResult,
+        Turn,
+    )
+    from agents.basma.errors import (
+        AudioStreamError,
+        MissingExtra,
+        PolicyError,
+        ProviderError,
+        VoiceConfigError,
+        VoiceError,
+    )
+    from agents.basma.policy import Policy, PolicyBrain, load_policy, parse_policy
+    from agents.basma.ports import AudioPort, CallControl, CallInfo, ControlResult, EventSink, ReplyWriter
     from agents.basma.session import SessionResult, VoiceSession
     from agents.basma.stt import SpeechToText, SttStream, WhisperStt
     from agents.basma.tts import EspeakTts, PiperTts, TextToSpeech, offline_tts
     from agents.basma.vad import Endpointer
 
 _LAZY = {
+    **dict.fromkeys(
+        ("Brain", "CallerPressed", "CallerSaid", "CallStarted", "Destination", "Toolbox", "ToolResult", "Turn"),
+        "agents.basma.brain",
+    ),
+    **dict.fromkeys(
+        ("AudioStreamError", "MissingExtra", "PolicyError", "ProviderError", "VoiceConfigError", "VoiceError"),
+        "agents.basma.errors",
+    ),
+    **dict.fromkeys(("Policy", "PolicyBrain", "load_policy", "parse_policy"), "agents.basma.policy"),
+    **dict.fromkeys(
+        ("AudioPort", "CallControl", "CallInfo", "ControlResult", "EventSink", "ReplyWriter"), "agents.basma.ports"
+    ),
     "SessionResult": "agents.basma.session",
     "VoiceSession": "agents.basma.session",
     "SpeechToText": "agents.basma.stt",

@@ -222,3 +222,26 @@ async def test_a_hang_up_mid_sentence_ends_the_session_with_no_task_left_and_no_
 
 async def _no_owner(nc: Client, call_id: str) -> bool:
     return await lease_owner(nc, call_id) is None
+
+
+async def test_a_call_whose_audio_is_refused_goes_to_the_fallback_person_with_the_reason(
+    nc: Client, tmp_path: Path, whisper: WhisperStt, piper: PiperTts, policy: Policy
+) -> None:
+    async with live_rig(nc, tmp_path, whisper=whisper, piper=piper, policy=policy) as rig:
+        call = rig.sim.engine.place_call("+15550100", "800")
+        leg = rig.sim.route_point_leg(call.callid)
+        rig.sim.faults.rest_errors(status=503, seconds=60, paths=f"/callcontrol/800/participants/{leg.id}/stream")
+        await eventually(lambda: bool(rig.sim.engine.participants("100")), what="reception's phone to ring")
+        [ringing] = rig.sim.engine.participants("100")
+        attached = dict(rig.sim.engine.calls[ringing.callid].attached)
+        await eventually(lambda: not rig.basma.calls, what="the session to end")
+        [call_id] = rig.basma.finished
+        owner = await lease_owner(nc, call_id)
+
+    assert "could not open the call's audio" in attached["summary"] and "HTTP 503" in attached["summary"]
+    actions = [str(e.detail["path"]).rsplit("/", 1)[-1] for e in rig.sim.journal.of("request")]
+    assert [a for a in actions if a in ("attach_participant_data", "transferto")] == [
+        "attach_participant_data",
+        "transferto",
+    ]
+    assert owner is None  # handed to a person: the lease is released
