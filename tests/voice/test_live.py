@@ -90,7 +90,8 @@ async def test_a_caller_is_understood_answered_and_warm_transferred_with_a_summa
         asked = await call.say("My internet is broken, I need technical help.")
         await call.wait_turns(2, "the confirmation")
         confirmation = call.session.dialogue[-1]
-        heard_back = await rig.transcribe(call.received_since(offset))
+        # the confirmation alone (the greeting's last frames may still have been in flight at `offset`)
+        heard_back = await rig.transcribe(loud_runs(call.received_since(offset))[-1])
         await call.say("Yes, please.")
         result = await call.result()
         events = await rig.logged(
