@@ -197,7 +197,7 @@ async def test_a_hang_up_mid_sentence_ends_the_session_with_no_task_left_and_no_
             tapped.append(msg.data)
 
         tap = await nc.subscribe(subjects.audio_tap_subject("main", call.call_id, call.leg.id), cb=on_tap)
-        await eventually(lambda: len(call.playout.pcm) >= 16 * 1500, what="the greeting to be under way")
+        await eventually(lambda: call.loud_ms() >= 1000, what="a second of the greeting received")
         call.hang_up()
         result = await call.result(timeout=5)
         await eventually(lambda: not voice_tasks(), timeout=5, what="every voice task to finish")
@@ -215,8 +215,11 @@ async def test_a_hang_up_mid_sentence_ends_the_session_with_no_task_left_and_no_
     assert rig.basma.finished[call.call_id] is result
     [transcript] = [e for e in events if isinstance(e, VoiceTranscript)]
     assert "the caller hung up" in transcript.data.summary
-    # Basma's voice went to the leg's audio tap too (a hub-side recording mixes it in): what the simulator got
-    assert trim_silence(b"".join(tapped)) == trim_silence(bytes(call.playout.pcm))
+    # Basma's voice went to the leg's audio tap too (a hub-side recording mixes it in): what the simulator got, and
+    # at most the writer's lead more (frames sent as the caller hung up, which the leg no longer took)
+    voiced, received = trim_silence(b"".join(tapped)), trim_silence(bytes(call.playout.pcm))
+    assert len(received) > 16 * 500 and voiced.startswith(received)
+    assert len(voiced) - len(received) <= 16 * 600
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert [r.getMessage() for r in caplog.records if r.name.startswith("agents.basma")] == []
 
