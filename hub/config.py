@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from agents.basma.settings import VoiceConfig
 from schemas.commands import PhoneNumber
 from schemas.tokens import PbxId, check_pbx_id
 
@@ -313,6 +314,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     crm: CrmSettings = Field(default_factory=CrmSettings)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    voice: VoiceConfig = Field(default_factory=VoiceConfig, description="Basma, the voice agent (agents/basma)")
 
     @field_validator("pbxs", mode="before")
     @classmethod

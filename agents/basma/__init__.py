@@ -3,24 +3,79 @@
 The pipeline (:class:`VoiceSession`): caller audio -> VAD endpointing -> speech-to-text -> a brain (the YAML
 receptionist policy offline, an LLM when a key is configured) -> sentences -> text-to-speech -> paced playback, with
 barge-in, DTMF, and voice.turn / voice.transcript events. Everything outside the call's logic is a port
-(:mod:`agents.basma.ports`) with a live and an in-memory implementation.
+(:mod:`agents.basma.ports`) with a live and an in-memory implementation. :mod:`agents.basma.agent` makes it an agent
+of the SDK (``masterlinc agent run basma``).
+
+Every name but the settings is imported on first use: the hub's settings import :mod:`agents.basma.settings` in
+every process, which must cost nothing and need no speech library (numpy and the rest come with the ``voice``
+extra).
 """
 
-from agents.basma.brain import Brain, CallerPressed, CallerSaid, CallStarted, Destination, Toolbox, ToolResult, Turn
-from agents.basma.errors import (
-    AudioStreamError,
-    MissingExtra,
-    PolicyError,
-    ProviderError,
-    VoiceConfigError,
-    VoiceError,
-)
-from agents.basma.policy import Policy, PolicyBrain, load_policy, parse_policy
-from agents.basma.ports import AudioPort, CallControl, CallInfo, ControlResult, EventSink, ReplyWriter
-from agents.basma.session import SessionConfig, SessionResult, VoiceSession
-from agents.basma.stt import SpeechToText, SttStream, WhisperConfig, WhisperStt
-from agents.basma.tts import EspeakTts, PiperTts, TextToSpeech, offline_tts
-from agents.basma.vad import Endpointer, VadConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from agents.basma.settings import SessionConfig, VadConfig, VoiceConfig, WhisperConfig
+
+if TYPE_CHECKING:
+    from agents.basma.brain import (
+        Brain,
+        CallerPressed,
+        CallerSaid,
+        CallStarted,
+        Destination,
+        Toolbox,
+        ToolResult,
+        Turn,
+    )
+    from agents.basma.errors import (
+        AudioStreamError,
+        MissingExtra,
+        PolicyError,
+        ProviderError,
+        VoiceConfigError,
+        VoiceError,
+    )
+    from agents.basma.policy import Policy, PolicyBrain, load_policy, parse_policy
+    from agents.basma.ports import AudioPort, CallControl, CallInfo, ControlResult, EventSink, ReplyWriter
+    from agents.basma.session import SessionResult, VoiceSession
+    from agents.basma.stt import SpeechToText, SttStream, WhisperStt
+    from agents.basma.tts import EspeakTts, PiperTts, TextToSpeech, offline_tts
+    from agents.basma.vad import Endpointer
+
+_LAZY = {
+    **dict.fromkeys(
+        ("Brain", "CallerPressed", "CallerSaid", "CallStarted", "Destination", "Toolbox", "ToolResult", "Turn"),
+        "agents.basma.brain",
+    ),
+    **dict.fromkeys(
+        ("AudioStreamError", "MissingExtra", "PolicyError", "ProviderError", "VoiceConfigError", "VoiceError"),
+        "agents.basma.errors",
+    ),
+    **dict.fromkeys(("Policy", "PolicyBrain", "load_policy", "parse_policy"), "agents.basma.policy"),
+    **dict.fromkeys(
+        ("AudioPort", "CallControl", "CallInfo", "ControlResult", "EventSink", "ReplyWriter"), "agents.basma.ports"
+    ),
+    "SessionResult": "agents.basma.session",
+    "VoiceSession": "agents.basma.session",
+    "SpeechToText": "agents.basma.stt",
+    "SttStream": "agents.basma.stt",
+    "WhisperStt": "agents.basma.stt",
+    "EspeakTts": "agents.basma.tts",
+    "PiperTts": "agents.basma.tts",
+    "TextToSpeech": "agents.basma.tts",
+    "offline_tts": "agents.basma.tts",
+    "Endpointer": "agents.basma.vad",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agents.basma' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "AudioPort",
@@ -52,6 +107,7 @@ __all__ = [
     "Toolbox",
     "Turn",
     "VadConfig",
+    "VoiceConfig",
     "VoiceConfigError",
     "VoiceError",
     "VoiceSession",

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -167,6 +168,7 @@ class MemoryCallControl:
     def __init__(self, result: ControlResult | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.result = result or ControlResult(ok=True)
         self.calls: list[tuple[str, dict[str, str | None]]] = []
+        self.contexts: list[Mapping[str, Any] | None] = []
         self.times: list[float] = []
         self._clock = clock
 
@@ -175,7 +177,8 @@ class MemoryCallControl:
         self.times.append(self._clock())
         return self.result
 
-    async def transfer(self, to: str, summary: str | None) -> ControlResult:
+    async def transfer(self, to: str, summary: str | None, context: Mapping[str, Any] | None = None) -> ControlResult:
+        self.contexts.append(context)
         return self._record("transfer", {"to": to, "summary": summary})
 
     async def park(self) -> ControlResult:

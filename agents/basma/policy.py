@@ -35,7 +35,7 @@ from typing import Any
 from agents.basma.brain import CallerPressed, CallerSaid, CallStarted, Destination, Heard, Toolbox, Turn
 from agents.basma.errors import PolicyError
 from agents.basma.text import words
-from hub.rules.loader import RuleError, _parse_yaml, _Positions
+from hub.rules.loader import Positions, RuleError, parse_yaml
 
 _Path = tuple[str | int, ...]
 NUMBER = re.compile(r"^\+?[0-9*#]{1,31}$")
@@ -110,11 +110,11 @@ class Policy:
         return None
 
 
-def _error(pos: _Positions, path: _Path, problem: str) -> PolicyError:
+def _error(pos: Positions, path: _Path, problem: str) -> PolicyError:
     return PolicyError(pos.source, pos.line(path), problem)
 
 
-def _text(data: Mapping[str, Any], key: str, path: _Path, pos: _Positions, *, required: bool = False) -> str | None:
+def _text(data: Mapping[str, Any], key: str, path: _Path, pos: Positions, *, required: bool = False) -> str | None:
     value = data.get(key)
     if value is None:
         if required:
@@ -125,7 +125,7 @@ def _text(data: Mapping[str, Any], key: str, path: _Path, pos: _Positions, *, re
     return value.strip()
 
 
-def _word_list(value: Any, path: _Path, pos: _Positions, what: str) -> tuple[str, ...]:
+def _word_list(value: Any, path: _Path, pos: Positions, what: str) -> tuple[str, ...]:
     items = value if isinstance(value, list) else [value]
     out = []
     for item in items:
@@ -135,7 +135,7 @@ def _word_list(value: Any, path: _Path, pos: _Positions, what: str) -> tuple[str
     return tuple(out)
 
 
-def _route(raw: Any, path: _Path, pos: _Positions, *, fallback: bool = False) -> Route:
+def _route(raw: Any, path: _Path, pos: Positions, *, fallback: bool = False) -> Route:
     allowed = {"name", "keywords", "dtmf", "say", "then", "description", *ACTIONS}
     if not isinstance(raw, dict):
         raise _error(pos, path, 'a destination is a mapping with name, keywords and one action (transfer: "201")')
@@ -183,7 +183,7 @@ def _route(raw: Any, path: _Path, pos: _Positions, *, fallback: bool = False) ->
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
-        data, pos = _parse_yaml(text, source)
+        data, pos = parse_yaml(text, source)
     except RuleError as exc:
         raise PolicyError(exc.source, exc.line, exc.problem) from None
     known = {"greeting", "confirm", "max_attempts", "prompts", "yes", "no", "destinations", "fallback"}

@@ -1,15 +1,16 @@
 """The seams Basma plugs into: audio in and out, call control, events. Each is a small Protocol; the live
-implementations are :mod:`agents.basma.httpaudio` (3CX participant streams) and :mod:`agents.basma.hubcontrol`
-(hub commands), the in-memory ones are in :mod:`agents.basma.loopback`.
+implementations are :mod:`agents.basma.httpaudio` (3CX participant streams), :mod:`agents.basma.control` (commands
+through the agent SDK's context of the owned call) and the runtime's event publisher; the in-memory ones are in
+:mod:`agents.basma.loopback`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from hub.audio.format import FRAME_BYTES
 from schemas.common import LegRef
@@ -66,7 +67,10 @@ class ControlResult:
 class CallControl(Protocol):
     """Hub commands the brain may use, bound to the owned call (so a tool can never act on another call)."""
 
-    async def transfer(self, to: str, summary: str | None) -> ControlResult: ...
+    async def transfer(self, to: str, summary: str | None, context: Mapping[str, Any] | None = None) -> ControlResult:
+        """A warm transfer (D§7): the summary and context go with the call to the person who takes it."""
+        ...
+
     async def park(self) -> ControlResult: ...
     async def drop(self) -> ControlResult: ...
     async def send_message(self, to: str, text: str) -> ControlResult: ...

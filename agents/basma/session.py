@@ -14,34 +14,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from agents.basma.brain import Brain, CallerPressed, CallerSaid, CallStarted, Destination, Heard, ToolResult, Turn
 from agents.basma.events import transcript_event, turn_event
 from agents.basma.policy import summarize
 from agents.basma.ports import AudioPort, CallControl, CallInfo, EventSink, ReplyWriter
+from agents.basma.settings import SessionConfig
 from agents.basma.stt import PendingText, SpeechToText, SttStream
 from agents.basma.text import SentenceSplitter, Spoken, heard_part
 from agents.basma.tts import TextToSpeech
-from agents.basma.vad import Endpointer, Kind, VadConfig
+from agents.basma.vad import Endpointer, Kind
 from schemas.common import utcnow
 from schemas.events import EventBase
 
 log = logging.getLogger(__name__)
 Outcome = Literal["hung_up", "transferred", "parked", "dropped"]
-
-
-class SessionConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    vad: VadConfig = Field(default_factory=VadConfig)
-    barge_in_ms: int = Field(default=200, ge=20, description="caller speech during a reply that interrupts it")
-    drain_timeout_s: float = Field(default=5.0, gt=0, description="extra wait for queued audio to be played")
 
 
 @dataclass
@@ -121,6 +112,8 @@ class VoiceSession:
         self._summary: str | None = None
         self._reply: _Reply | None = None
         self._reply_task: asyncio.Task[None] | None = None
+        self._acting = 0  # a transfer, park or drop is in flight
+        self._gone = False  # the leg went away (audio ended, or the bus said so)
         self.events_failed = 0
 
     # ------------------------------------------------------------------ public
@@ -132,6 +125,17 @@ class VoiceSession:
         self._barge_in()
         self._inputs.put_nowait(_Keys(digits, utcnow(), self._clock()))
 
+    def end(self) -> None:
+        """The call's leg is gone (the bus said so: call.leg_removed or call.ended): stop talking and finish, as on
+        a hang-up. Idempotent; a session that already ended (transferred, say) keeps its outcome, and one whose
+        action is in flight (a transfer makes the leg leave) lets that action's result decide."""
+        self._leg_gone()
+
+    def _leg_gone(self) -> None:
+        self._gone = True
+        if self._acting == 0:
+            self._finish("hung_up")
+
     async def run(self) -> SessionResult:
         async with self._audio.session() as audio, self._stt.open() as stream:
             self._inputs.put_nowait(CallStarted())
@@ -140,10 +144,14 @@ class VoiceSession:
             talker = asyncio.create_task(self._converse(audio.writer))
             done = asyncio.create_task(self._done.wait())
             try:
-                await asyncio.wait({listener, talker, done}, return_when=asyncio.FIRST_COMPLETED)
-                for task in (listener, talker):
-                    if task.done() and not task.cancelled() and task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]
+                waiting: set[asyncio.Task[object]] = {listener, talker, done}
+                while not done.done():  # the listener ends with the audio; the session ends with _done
+                    finished, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    for task in finished & {listener, talker}:
+                        if not task.cancelled() and task.exception() is not None:
+                            raise task.exception()  # type: ignore[misc]
+                    if talker in finished:
+                        break
             finally:
                 await self._stop(audio.writer, listener, talker, done)
                 self._outbox.put_nowait(self._transcript())
@@ -186,7 +194,7 @@ class VoiceSession:
                 continue
             if speech_ms >= self.config.barge_in_ms:
                 self._barge_in()
-        self._finish("hung_up")
+        self._leg_gone()
 
     def _barge_in(self) -> None:
         reply, task = self._reply, self._reply_task
@@ -294,6 +302,10 @@ class VoiceSession:
         self.dialogue.append(turn)
         self._outbox.put_nowait(turn_event(self.call, len(self.dialogue) - 1, turn))
 
+    def dialogue_lines(self, last: int = 20) -> list[dict[str, str]]:
+        """The end of the dialogue as plain lines (the warm transfer's context)."""
+        return [{"role": t.role, "text": t.text} for t in self.dialogue[-last:]]
+
     def _final_summary(self) -> str:
         outcome = {"hung_up": "the caller hung up", "transferred": "transferred", "parked": "parked"}
         base = self._summary or summarize(self.dialogue)
@@ -332,32 +344,49 @@ class _Tools:
         self._reply.committed = True
         await self._session._settle(self._reply, self._writer)
 
+    @contextlib.asynccontextmanager
+    async def _in_flight(self) -> AsyncIterator[None]:
+        """While the action runs, the leg leaving (which a transfer or park causes) does not end the session: the
+        action's result decides; a failed action on a leg that left is a hang-up."""
+        session = self._session
+        session._acting += 1
+        try:
+            yield
+        finally:
+            session._acting -= 1
+            if session._gone and session._acting == 0:
+                session._finish("hung_up")
+
     async def transfer(self, destination: str, summary: str) -> ToolResult:
         target = self.destinations.get(destination)
         if target is None:
             known = ", ".join(self.destinations) or "none"
             return ToolResult(False, f"unknown destination {destination!r}; known: {known}")
         await self._commit()
-        result = await self._session._control.transfer(target.number, summary[:2000] or None)
-        if result.ok:
-            self._session._finish("transferred", summary)
-            return ToolResult(True, f"transferred to {target.name}", ends_call=True)
+        context = {"destination": target.name, "number": target.number, "dialogue": self._session.dialogue_lines()}
+        async with self._in_flight():
+            result = await self._session._control.transfer(target.number, summary[:2000] or None, context)
+            if result.ok:
+                self._session._finish("transferred", summary)
+                return ToolResult(True, f"transferred to {target.name}", ends_call=True)
         return ToolResult(False, f"the transfer failed: {result.code} {result.message}".strip())
 
     async def park(self) -> ToolResult:
         await self._commit()
-        result = await self._session._control.park()
-        if result.ok:
-            self._session._finish("parked")
-            return ToolResult(True, "the call is parked", ends_call=True)
+        async with self._in_flight():
+            result = await self._session._control.park()
+            if result.ok:
+                self._session._finish("parked")
+                return ToolResult(True, "the call is parked", ends_call=True)
         return ToolResult(False, f"park failed: {result.code} {result.message}".strip())
 
     async def drop(self) -> ToolResult:
         await self._commit()
-        result = await self._session._control.drop()
-        if result.ok:
-            self._session._finish("dropped")
-            return ToolResult(True, "the call is ended", ends_call=True)
+        async with self._in_flight():
+            result = await self._session._control.drop()
+            if result.ok:
+                self._session._finish("dropped")
+                return ToolResult(True, "the call is ended", ends_call=True)
         return ToolResult(False, f"drop failed: {result.code} {result.message}".strip())
 
     async def send_message(self, text: str) -> ToolResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -18,9 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from agents.basma.errors import MissingExtra
+from agents.basma.settings import WhisperConfig
 from hub.audio.format import SAMPLE_RATE
 
 
@@ -69,18 +70,6 @@ class BufferedStream:
         self._buffer = bytearray()
 
 
-class WhisperConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_dir: Path | None = Field(
-        default=None, description="a CTranslate2 model directory; default: the packaged tiny.en"
-    )
-    compute_type: str = "int8"
-    cpu_threads: int = Field(default=2, ge=1)
-    beam_size: int = Field(default=5, ge=1, description="beam 5: greedy decoding loops on phone audio")
-    language: str = "en"
-
-
 _load_lock = threading.Lock()
 
 
@@ -91,6 +80,7 @@ def _model(model_dir: str, compute_type: str, cpu_threads: int) -> Any:
             from faster_whisper import WhisperModel
         except ImportError:
             raise MissingExtra("faster-whisper (offline speech-to-text)", "voice") from None
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every utterance's length at INFO
         return WhisperModel(model_dir, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads)
 
 

@@ -84,14 +84,15 @@ class PiperTts:
         voice = _piper_voice(self._model, self._config)
         return int(voice.config.sample_rate)
 
-    def _synthesize(self, text: str) -> tuple[int, bytes]:
+    def render(self, text: str) -> tuple[int, bytes]:
+        """The whole of ``text`` at the voice's own rate: (sample rate, s16le mono). Blocking."""
         with self._lock:
             voice = _piper_voice(self._model, self._config)
             audio = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
             return int(voice.config.sample_rate), audio
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
-        rate, audio = await asyncio.to_thread(self._synthesize, text)
+        rate, audio = await asyncio.to_thread(self.render, text)
         pcm = Resampler(rate).push(audio, last=True)
         if pcm:
             yield pcm

@@ -12,21 +12,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from agents.basma.errors import MissingExtra
+from agents.basma.settings import VadConfig
 from hub.audio.format import FRAME_BYTES, FRAME_MS, SAMPLE_RATE
-
-
-class VadConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: int = Field(default=3, ge=0, le=3, description="webrtcvad aggressiveness (3 filters the most non-speech)")
-    start_ms: int = Field(default=60, ge=20, description="consecutive speech that starts an utterance")
-    trailing_silence_ms: int = Field(default=400, ge=100, description="silence that ends an utterance")
-    preroll_ms: int = Field(default=200, ge=0)
-    min_speech_ms: int = Field(default=120, ge=0, description="shorter utterances are discarded")
-    max_utterance_ms: int = Field(default=15000, ge=1000)
 
 
 class Kind(Enum):

@@ -48,6 +48,7 @@ class ParticipantStream:
         participant_id: int,
         connect_timeout_s: float = 120.0,
         lead_ms: float = 500.0,
+        tap: Callable[[bytes, float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
@@ -57,7 +58,7 @@ class ParticipantStream:
         self.path = stream_path(dn, participant_id)
         self._connect_timeout_s = connect_timeout_s
         self._clock = clock
-        self._writer = PacedWriter(lead_ms=lead_ms, clock=clock)
+        self._writer = PacedWriter(lead_ms=lead_ms, clock=clock, tap=tap)  # tap: the hub-side recorder hears it
         self.ended = asyncio.Event()
         self.connected = asyncio.Event()
         self.get_attempts = 0

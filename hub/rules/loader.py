@@ -45,8 +45,9 @@ class RuleError(ValueError):
         return f"{self.source}:{self.line}: {self.problem}"
 
 
-class _Positions:
-    """Where each value of the parsed document came from (1-based lines)."""
+class Positions:
+    """Where each value of the parsed document came from (1-based lines). Public: the scenario and policy
+    loaders report their errors by line with it too."""
 
     def __init__(self, source: str, lines: dict[Path_, int], fallback: int = 1) -> None:
         self.source = source
@@ -79,7 +80,8 @@ def _from_yaml_node(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> An
     return yaml.safe_load(yaml.serialize(node))
 
 
-def _parse_yaml(text: str, source: str) -> tuple[Any, _Positions]:
+def parse_yaml(text: str, source: str) -> tuple[Any, Positions]:
+    """YAML data with the line of every value; a syntax error is a :class:`RuleError` naming its line."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -87,14 +89,18 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, _Positions]:
         raise RuleError(source, (mark.line + 1) if mark else 1, f"not valid YAML: {exc.problem}") from None
     lines: dict[Path_, int] = {}
     data = {} if node is None else _from_yaml_node(node, (), lines)
-    return data, _Positions(source, lines)
+    return data, Positions(source, lines)
 
+
+# the former private names, for code written against them
+_Positions = Positions
+_parse_yaml = parse_yaml
 
 _TOML_TABLE = re.compile(r"\[\s*([^\[\]]+?)\s*\]")
 _TOML_KEY = re.compile(r"""\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_+*#-]+))\s*=""")
 
 
-def _parse_toml(text: str, source: str) -> tuple[Any, _Positions]:
+def _parse_toml(text: str, source: str) -> tuple[Any, Positions]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -121,7 +127,7 @@ def _parse_toml(text: str, source: str) -> tuple[Any, _Positions]:
         if key:
             name = next(g for g in key.groups() if g is not None)
             lines.setdefault((*table, name), number)
-    return data, _Positions(source, lines)
+    return data, Positions(source, lines)
 
 
 def parse_rules(
@@ -131,7 +137,7 @@ def parse_rules(
     ``sections`` are extra top-level sections it understands, returned as parsed in ``RuleSet.sections`` for it to
     validate (``RuleSet.line`` gives their lines)."""
     is_toml = source.endswith(".toml")
-    data, pos = _parse_toml(text, source) if is_toml else _parse_yaml(text, source)
+    data, pos = _parse_toml(text, source) if is_toml else parse_yaml(text, source)
     if not isinstance(data, dict):
         raise pos.error((), "the top level must be a mapping with 'rules' (and optionally timezone, hours, ...)")
     known = {"timezone", "hours", "holidays", "lists", "rules", "default", "menus", *sections}
@@ -165,7 +171,7 @@ def load_rules(path: Path, *, actions: Collection[str] | None = None, sections: 
     return parse_rules(text, str(path), actions=actions, sections=sections)
 
 
-def _schedule(data: dict[str, Any], pos: _Positions) -> Schedule | None:
+def _schedule(data: dict[str, Any], pos: Positions) -> Schedule | None:
     if "hours" not in data and "holidays" not in data:
         return None
     tz_name = data.get("timezone")
@@ -198,7 +204,7 @@ def _schedule(data: dict[str, Any], pos: _Positions) -> Schedule | None:
     return Schedule(timezone=tz, hours=hours, holidays=holidays)
 
 
-def _days(spec: str, path: Path_, pos: _Positions) -> list[int]:
+def _days(spec: str, path: Path_, pos: Positions) -> list[int]:
     out: list[int] = []
     for part in spec.lower().replace(" ", "").split(","):
         ends = part.split("-")
@@ -212,7 +218,7 @@ def _days(spec: str, path: Path_, pos: _Positions) -> list[int]:
     return out
 
 
-def _window(spec: Any, path: Path_, pos: _Positions) -> Window:
+def _window(spec: Any, path: Path_, pos: Positions) -> Window:
     match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", str(spec))
     if not match:
         raise pos.error(path, f"time range {spec!r} must look like 09:00-17:30")
@@ -222,7 +228,7 @@ def _window(spec: Any, path: Path_, pos: _Positions) -> Window:
     return Window(time(h1, m1), time(0, 0) if h2 == 24 else time(h2, m2))
 
 
-def _strings(value: Any, path: Path_, pos: _Positions, what: str) -> tuple[str, ...]:
+def _strings(value: Any, path: Path_, pos: Positions, what: str) -> tuple[str, ...]:
     items = value if isinstance(value, list) else [value]
     for item in items:
         if not isinstance(item, str | int) or isinstance(item, bool):
@@ -230,7 +236,7 @@ def _strings(value: Any, path: Path_, pos: _Positions, what: str) -> tuple[str, 
     return tuple(str(i) for i in items)
 
 
-def _lists(raw: Any, pos: _Positions) -> dict[str, frozenset[str]]:
+def _lists(raw: Any, pos: Positions) -> dict[str, frozenset[str]]:
     if not isinstance(raw, dict):
         raise pos.error(("lists",), "'lists' maps a list name to caller numbers or patterns")
     return {str(k): frozenset(_strings(v, ("lists", k), pos, "list entries")) for k, v in raw.items()}
@@ -239,7 +245,7 @@ def _lists(raw: Any, pos: _Positions) -> dict[str, frozenset[str]]:
 def _rule(
     raw: Any,
     index: int,
-    pos: _Positions,
+    pos: Positions,
     lists: dict[str, frozenset[str]],
     schedule: Schedule | None,
     actions: Collection[str] | None,
@@ -283,7 +289,7 @@ def _rule(
     return Rule(name=name, match=match, action=action, line=pos.line(path))
 
 
-def _action(raw: Any, path: Path_, pos: _Positions, actions: Collection[str] | None) -> dict[str, Any]:
+def _action(raw: Any, path: Path_, pos: Positions, actions: Collection[str] | None) -> dict[str, Any]:
     if not isinstance(raw, dict) or len(raw) != 1:
         allowed = f" ({', '.join(sorted(actions))})" if actions else ""
         raise pos.error(path, f'an action is a mapping with exactly one key{allowed}, e.g. {{transfer: "101"}}')

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from hub.sdk.runtime import AgentRuntime
 
 Handler = Callable[[Any, "Context"], Awaitable[None]]
-H = TypeVar("H", bound=Handler)
 Lifespan = Callable[["AgentRuntime"], AbstractAsyncContextManager[None]]
+H = TypeVar("H", bound=Handler)
 L = TypeVar("L", bound=Lifespan)
 
 COORDINATOR = "coordinator"
@@ -62,6 +62,9 @@ class Agent:
     ``ctx.transaction()``, whose writes commit together with the agent's position (redelivery-safe).
     ``claim_assigned``: claim calls the coordinator assigns to this agent before calling ``on_assigned`` handlers.
     ``lease_s``: how long a claim lasts unless renewed (the runtime renews every third of it); default from settings.
+    ``lifespan``: what the agent holds for the whole run (HTTP clients, loaded models): called with the runtime and
+    entered before the first event, left after the last handler and spawned task finished (``@agent.lifespan``
+    registers more).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Agent:
         database: sa.MetaData | None = None,
         claim_assigned: bool = True,
         lease_s: float | None = None,
+        lifespan: Lifespan | None = None,
         _internal: bool = False,
     ) -> None:
         check_token(name, "agent name")
@@ -91,7 +95,7 @@ class Agent:
         self.subscriptions: list[Subscription] = []
         self.assigned_handlers: list[Handler] = []
         self.handoff_handlers: list[Handler] = []
-        self.lifespans: list[Lifespan] = []
+        self.lifespans: list[Lifespan] = [lifespan] if lifespan is not None else []
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, handlers={len(self.subscriptions)})"

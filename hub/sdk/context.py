@@ -101,6 +101,7 @@ class Context:
         summary: str = "",
         context: Mapping[str, Any] | None = None,
         via: Literal["transfer", "route_to"] | None = None,
+        purpose: str = "handoff",
     ) -> c.CommandResult | None:
         """Hand the call, with what this agent knows, to another agent or to a person.
 
@@ -109,6 +110,8 @@ class Context:
         To an extension: ``agent.handed_off`` first, then a warm transfer (D§7: the summary is attached to the call,
         then ``transferto``; a ringing leg is routed with ``routeto`` instead), then the lease is released. Returns the
         command's result (on failure the lease is kept).
+        ``purpose`` names this handoff among the event's effects (a second attempt after a failed one, from a task
+        spawned by the same event, needs its own, or it gets the first attempt's stored result).
         """
         if (to_agent is None) == (to_extension is None):
             raise ValueError("hand off to exactly one of to_agent or to_extension")
@@ -125,16 +128,16 @@ class Context:
         )
         if to_agent is not None:
             await keeper.hand_over(self.pbx_id, call_id, to_agent)
-            await self.publish(ev.AgentHandedOff, data, purpose="handoff")
+            await self.publish(ev.AgentHandedOff, data, purpose=purpose)
             return None
         assert to_extension is not None
-        await self.publish(ev.AgentHandedOff, data, purpose="handoff")
+        await self.publish(ev.AgentHandedOff, data, purpose=purpose)
         ringing = _status(self.event) == LegStatus.RINGING
         if (via or ("route_to" if ringing else "transfer")) == "route_to":
-            result = await self.send(c.RouteTo, args=c.DestinationArgs(to=to_extension), purpose="handoff")
+            result = await self.send(c.RouteTo, args=c.DestinationArgs(to=to_extension), purpose=purpose)
         else:
             args = c.TransferArgs(to=to_extension, summary=summary or None)
-            result = await self.send(c.Transfer, args=args, purpose="handoff")
+            result = await self.send(c.Transfer, args=args, purpose=purpose)
         if result.ok:
             await keeper.release(self.pbx_id, call_id, reason=f"handed off to {to_extension}", publish=False)
         return result

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "masterlinc.agents"
 
 BUILTIN: dict[str, str] = {
+    "basma": "agents.basma.agent:create",
     "template": "agents.template:agent",
     "routing": "agents.routing:build",
     "crm": "agents.crm:build",

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.rules.loader import Path_, RuleError, _parse_yaml, _Positions
+from hub.rules.loader import Path_, Positions, RuleError, parse_yaml
 from hub.simulator.faults import FAULT_KINDS
 
 
@@ -115,13 +115,13 @@ _TIMING = {"at", "after"}
 _DIGITS = set("0123456789*#ABCD")
 
 
-def _error(pos: _Positions, path: Path_, problem: str) -> ScenarioError:
+def _error(pos: Positions, path: Path_, problem: str) -> ScenarioError:
     return ScenarioError(pos.source, pos.line(path), problem)
 
 
 def parse_scenario(text: str, source: str = "<scenario>", *, base_dir: Path | None = None) -> Scenario:
     try:
-        data, pos = _parse_yaml(text, source)
+        data, pos = parse_yaml(text, source)
     except RuleError as exc:
         raise ScenarioError(exc.source, exc.line, exc.problem) from None
     if not isinstance(data, dict):
@@ -158,7 +158,7 @@ def load_scenario(path: Path) -> Scenario:
     return parse_scenario(text, str(path), base_dir=path.parent)
 
 
-def _step(raw: Any, path: Path_, pos: _Positions, now: float, calls: set[str], base_dir: Path | None) -> Step:
+def _step(raw: Any, path: Path_, pos: Positions, now: float, calls: set[str], base_dir: Path | None) -> Step:
     if not isinstance(raw, dict):
         raise _error(pos, path, "each step is a mapping with one action, e.g. {hangup: {call: dana}}")
     if "wait" in raw:
@@ -195,7 +195,7 @@ def _step(raw: Any, path: Path_, pos: _Positions, now: float, calls: set[str], b
     return Step(at, action, dict(args), pos.line(path))
 
 
-def _timing(raw: dict[str, Any], path: Path_, pos: _Positions, now: float) -> float:
+def _timing(raw: dict[str, Any], path: Path_, pos: Positions, now: float) -> float:
     if "at" in raw and "after" in raw:
         raise _error(pos, (*path, "after"), "a step has 'at' (from the start) or 'after' (the previous step), not both")
     if "at" in raw:
@@ -210,7 +210,7 @@ def _timing(raw: dict[str, Any], path: Path_, pos: _Positions, now: float) -> fl
     return now + float(after)
 
 
-def _semantics(action: str, args: dict[str, Any], apath: Path_, pos: _Positions, calls: set[str],
+def _semantics(action: str, args: dict[str, Any], apath: Path_, pos: Positions, calls: set[str],
                base_dir: Path | None) -> None:  # fmt: skip
     ref = args.get("call")
     if ref is not None and ref not in calls:

@@ -12,10 +12,10 @@ import functools
 import numpy as np
 import pytest
 
-from agents.basma.g711 import ulaw_decode, ulaw_encode
+from agents.basma.caller import phone_line
 from agents.basma.policy import Policy, parse_policy
 from agents.basma.ports import CallInfo
-from agents.basma.stt import WhisperStt, resample
+from agents.basma.stt import WhisperStt
 from agents.basma.tts import PiperTts
 from schemas.common import LegRef
 
@@ -37,15 +37,9 @@ fallback: {say: "Let me put you through to reception.", transfer: "100"}
 """
 
 
-def phone_line(pcm: np.ndarray, rate: int) -> bytes:
-    """What a PCMU leg does to audio: resampled to 8 kHz, through µ-law and back, as s16le bytes."""
-    pcm8 = resample(pcm.astype(np.int16), rate, 8000).astype(np.int16)
-    return ulaw_decode(ulaw_encode(pcm8)).tobytes()
-
-
 @functools.cache
 def _piper_raw(text: str) -> tuple[int, bytes]:
-    return PiperTts()._synthesize(text)
+    return PiperTts().render(text)
 
 
 def caller_speech(text: str) -> bytes:

@@ -11,7 +11,8 @@ from agents.basma.brain import Brain, Turn
 from agents.basma.loopback import LoopbackAudio, MemoryCallControl, MemoryEvents
 from agents.basma.policy import Policy, PolicyBrain
 from agents.basma.ports import CallInfo
-from agents.basma.session import SessionConfig, VoiceSession
+from agents.basma.session import VoiceSession
+from agents.basma.settings import SessionConfig
 from agents.basma.stt import SpeechToText
 from agents.basma.tts import TextToSpeech
 

@@ -14,9 +14,10 @@ from agents.basma.errors import MissingExtra, PolicyError, VoiceError
 from agents.basma.g711 import ulaw_decode, ulaw_encode
 from agents.basma.loopback import frames_of
 from agents.basma.policy import load_policy, parse_policy
+from agents.basma.settings import VadConfig
 from agents.basma.text import SentenceSplitter, Spoken, heard_part, wer
 from agents.basma.tts import EspeakTts, offline_tts, wav_pcm
-from agents.basma.vad import Endpointer, Kind, VadConfig
+from agents.basma.vad import Endpointer, Kind
 from tests.voice.conftest import POLICY, caller_speech
 
 BAD = [
