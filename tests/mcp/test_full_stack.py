@@ -155,7 +155,8 @@ async def test_every_tool_works_against_the_simulator_through_the_whole_hub(stac
             lambda: any(leg.dn == "101" and leg.status == "Ringing" for leg in engine.legs_of(call.callid)),
             what="101 ringing after the transfer",
         )
-        dropped = await tool("drop_call", call_id=call_id)
+        [far_end] = [leg for leg in engine.legs_of(call.callid) if leg.dn == "100"]  # two legs now: say which
+        dropped = await tool("drop_call", call_id=call_id, leg={"dn": "100", "participant_id": far_end.id})
         assert dropped["ok"], dropped
         await eventually(lambda: call.callid not in engine.calls, what="the call to end")
 
