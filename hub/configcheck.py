@@ -74,7 +74,38 @@ async def check_database(settings: Settings) -> Finding:
     return Finding("event log", True, shown)
 
 
-async def check_pbx(pbx: PbxConfig) -> Finding:
+NO_XAPI = (
+    "XAPI answers 403: tick '3CX Configuration API Access' on the API integration (with a role; call history "
+    "needs System Owner); until then presence, chat, call history and set_presence are off"
+)
+
+
+async def check_pbx(pbx: PbxConfig) -> list[Finding]:
+    """Call Control (live calls), then XAPI (configuration): each says what to fix."""
+    findings = [await _check_call_control(pbx)]
+    if findings[0].ok or findings[0].detail == NO_CALL_CONTROL:
+        findings.append(await _check_xapi(pbx))
+    return findings
+
+
+async def _check_xapi(pbx: PbxConfig) -> Finding:
+    what = f"pbx {pbx.id} XAPI"
+    verify: bool | str = str(pbx.ca_file) if pbx.ca_file else pbx.verify_tls
+    try:
+        async with httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=5.0) as http:
+            token = await TokenProvider(http, pbx.client_id, pbx.secret()).token()
+            response = await http.get("/xapi/v1/Users", params={"$top": "1", "$select": "Id"},
+                                      headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    except (httpx.HTTPError, PbxError, ValueError) as exc:
+        return Finding(what, False, f"could not be checked: {exc}")
+    if response.status_code == 403:
+        return Finding(what, False, NO_XAPI)
+    if response.status_code != 200:
+        return Finding(what, False, f"GET /xapi/v1/Users answered {response.status_code}")
+    return Finding(what, True, "users, presence, call history and chat readable")
+
+
+async def _check_call_control(pbx: PbxConfig) -> Finding:
     what = f"pbx {pbx.id}"
     try:
         secret = pbx.secret()
@@ -104,7 +135,8 @@ async def check_pbx(pbx: PbxConfig) -> Finding:
 
 async def run_checks(settings: Settings) -> list[Finding]:
     findings = [await check_bus(settings), await check_database(settings)]
-    findings += [await check_pbx(pbx) for pbx in settings.pbxs]
+    for pbx in settings.pbxs:
+        findings += await check_pbx(pbx)
     if not settings.pbxs:
         findings.append(Finding("pbx", True, "none configured: `masterlinc up` uses the built-in simulator"))
     return findings

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from hub.config import load_settings
-from hub.configcheck import NO_CALL_CONTROL, WRONG_CREDENTIALS, run_checks
+from hub.configcheck import NO_CALL_CONTROL, NO_XAPI, WRONG_CREDENTIALS, run_checks
 from hub.eventlog.migrate import upgrade_async
 from hub.natsd import free_port
-from hub.simulator import ExtensionConfig, SimConfig, running_simulator
+from hub.simulator import SimConfig, running_simulator
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +30,7 @@ async def test_a_healthy_setup_passes(monkeypatch: pytest.MonkeyPatch, nats_serv
     async with running_simulator() as sim:
         _pbx_env(monkeypatch, sim.base_url, "sim-secret")
         findings = await run_checks(load_settings())
-    assert [f.ok for f in findings] == [True, True, True], [f.line() for f in findings]
+    assert [f.ok for f in findings] == [True, True, True, True], [f.line() for f in findings]
     assert "route point 800" in findings[2].detail
 
 
@@ -56,10 +56,13 @@ async def test_missing_secret_unreachable_pbx_and_no_call_control(monkeypatch: p
     monkeypatch.setenv("ML_PBXS__0__CLIENT_SECRET", "x")
     [*_, unreachable] = await run_checks(load_settings())
     assert "check base_url" in unreachable.detail
-    # an API integration that cannot see the Call Control API: the simulator scopes /callcontrol to known DNs
-    config = SimConfig(client_id="800", extensions=(ExtensionConfig(dn="101"),))
-    async with running_simulator(config) as sim:
-        sim.sim.app.router.routes = [r for r in sim.sim.app.router.routes if getattr(r, "path", "") != "/callcontrol"]
+    # an API integration without Call Control (no Enterprise licence, or the box not ticked)
+    async with running_simulator(SimConfig(call_control_enabled=False)) as sim:
         _pbx_env(monkeypatch, sim.base_url, "sim-secret")
-        [*_, unlicensed] = await run_checks(load_settings())
-    assert unlicensed.detail == NO_CALL_CONTROL
+        by_what = {f.what: f for f in await run_checks(load_settings())}
+    assert by_what["pbx main"].detail == NO_CALL_CONTROL and not by_what["pbx main"].ok
+    assert by_what["pbx main XAPI"].ok  # XAPI alone still works: ingest runs XAPI-only
+    async with running_simulator(SimConfig(xapi_enabled=False)) as sim:
+        _pbx_env(monkeypatch, sim.base_url, "sim-secret")
+        by_what = {f.what: f for f in await run_checks(load_settings())}
+    assert by_what["pbx main"].ok and by_what["pbx main XAPI"].detail == NO_XAPI
