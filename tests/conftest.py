@@ -29,9 +29,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """With CI=true, a skipped test that needs NATS or Postgres fails: CI must exercise the real services."""
+    """With CI=true, a skipped test that needs NATS or Postgres fails: CI must exercise the real services.
+
+    The long variants are the exception: they are left out on purpose unless --run-slow is given.
+    """
     report: pytest.TestReport = yield
-    if IN_CI and report.skipped and ({"nats", "postgres"} & set(item.keywords)):
+    left_out_on_purpose = "slow" in item.keywords and not item.config.getoption("--run-slow")
+    if IN_CI and report.skipped and not left_out_on_purpose and ({"nats", "postgres"} & set(item.keywords)):
         report.outcome = "failed"
         report.longrepr = f"CI=true: service test {item.nodeid} may not skip ({report.longrepr})"
     return report
