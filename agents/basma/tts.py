@@ -33,11 +33,15 @@ class TextToSpeech(Protocol):
 
 
 class Resampler:
-    """Streaming resampling to 8 kHz int16 (soxr keeps its filter state between chunks)."""
+    """Streaming resampling to 8 kHz int16 (soxr keeps its filter state between chunks).
+
+    Chunks may split a sample (HTTP bodies arrive in arbitrary pieces): an odd trailing byte waits for the next chunk.
+    """
 
     def __init__(self, rate_in: int) -> None:
         self._rate_in = rate_in
         self._stream: Any = None
+        self._carry = b""
         if rate_in != SAMPLE_RATE:
             try:
                 import soxr
@@ -46,7 +50,10 @@ class Resampler:
             self._stream = soxr.ResampleStream(rate_in, SAMPLE_RATE, 1, dtype="int16")
 
     def push(self, pcm: bytes, *, last: bool = False) -> bytes:
-        samples = np.frombuffer(pcm, dtype=np.int16)
+        data = self._carry + pcm
+        whole = len(data) - len(data) % 2
+        self._carry = data[whole:]
+        samples = np.frombuffer(data[:whole], dtype=np.int16)
         if self._stream is None:
             return samples.tobytes()
         out: np.ndarray[Any, Any] = self._stream.resample_chunk(samples, last=last)

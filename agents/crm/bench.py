@@ -15,10 +15,9 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from hub import natsd
-from hub.bench.bus_bench import _raw_latencies, bench_nats
+from hub.bench.bus_bench import bench_nats, raw_latencies
+from hub.bench.procs import spawn
 from hub.bench.registry import BenchOptions, BenchResult, Figure, benchmark, percentile
 from hub.bus import connect
 from hub.eventlog.migrate import upgrade_async
@@ -36,22 +36,8 @@ PBX = "bench"
 CALLS_PER_MIN = 500.0
 
 
-@contextlib.contextmanager
-def _spawn(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(  # noqa: S603 - our own CLI with this interpreter
-        [sys.executable, "-m", "hub.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+def _cli(args: list[str], env: dict[str, str]) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
+    return spawn(["-m", "hub.cli", *args], env)
 
 
 async def _ready(port: int, within_s: float = 60.0) -> None:
@@ -137,11 +123,11 @@ async def _lags(nats_url: str, db_url: str, seconds: float, hold_s: float, warmu
         await nc.flush()
         try:
             with (
-                _spawn(["sim", "--port", str(sim_port), "--scenario", str(scenario)], env) as sim,
-                _spawn(["agent", "run", "crm"], {**env, "ML_HTTP__PORT": str(crm_port)}),
+                _cli(["sim", "--port", str(sim_port), "--scenario", str(scenario)], env) as sim,
+                _cli(["agent", "run", "crm"], {**env, "ML_HTTP__PORT": str(crm_port)}),
             ):
                 await _ready(crm_port)
-                with _spawn(["ingest"], {**env, "ML_HTTP__PORT": str(ingest_port)}):
+                with _cli(["ingest"], {**env, "ML_HTTP__PORT": str(ingest_port)}):
                     await _ready(ingest_port)
                     started = time.time()
                     described = await _scenario_done(sim, seconds + warmup_s + hold_s + 120)
@@ -163,7 +149,7 @@ async def crm_lag(options: BenchOptions) -> BenchResult:
     hold_s, warmup_s = (2.0, 2.0) if options.quick else (3.0, 5.0)
     async with bench_nats(options) as url, _database(options) as db_url:
         await upgrade_async(db_url)
-        raw = await _raw_latencies(url, 100.0, options.scale(2000, 200), b"x" * 700)
+        raw = await raw_latencies(url, 100.0, options.scale(2000, 200), b"x" * 700)
         commits = await _raw_commits(db_url, options.scale(500, 50))
         run = await _lags(url, db_url, seconds, hold_s, warmup_s)
     lags = run["lags"]

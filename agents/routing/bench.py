@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -26,8 +24,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from hub.bench.bus_bench import _bus_latencies, _paced, _raw_latencies, bench_nats
-from hub.bench.registry import BenchOptions, BenchResult, Figure, benchmark, percentile
+from hub.bench.bus_bench import bench_nats, bus_latencies, latency_vs_raw, paced, raw_latencies
+from hub.bench.procs import spawn
+from hub.bench.registry import BenchOptions, BenchResult, benchmark, percentile
 from hub.bus import EventPublisher, connect
 from hub.bus.kv import AGENTS, open_bucket
 from hub.coordinator.bench import _fresh
@@ -129,9 +128,7 @@ async def _decisions(url: str, rate: float, count: int) -> tuple[list[float], in
         env = {k: v for k, v in os.environ.items() if not k.startswith("ML_") and k not in ("NATS_URL", "DATABASE_URL")}
         env.update({"NATS_URL": url, "ML_DATA_DIR": tmp, "ML_LOG_LEVEL": "WARNING", "ML_LOG_FORMAT": "json",
                     "ML_AGENTS__PARTITIONS": str(PARTITIONS)})  # fmt: skip
-        args = [sys.executable, "-m", "hub.cli", "agent", "run", "routing", "--rules", str(rules)]
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603, ASYNC220 - our CLI; started once
-        try:
+        with spawn(["-m", "hub.cli", "agent", "run", "routing", "--rules", str(rules)], env):
             agents_kv = await open_bucket(js, AGENTS)
             async with asyncio.timeout(60):
                 while not await _agent_up(agents_kv):  # noqa: ASYNC110 - another process: poll its registry entry
@@ -143,20 +140,13 @@ async def _decisions(url: str, rate: float, count: int) -> tuple[list[float], in
             async with asyncio.timeout(60):
                 while not await _settled(js, PARTITIONS):  # noqa: ASYNC110 - another process: poll its consumers
                     await asyncio.sleep(0.1)
-            async for i in _paced(rate, count):
+            async for i in paced(rate, count):
                 assigned = calls[i][1]
                 assert assigned.call_id is not None
                 sent[assigned.call_id] = time.perf_counter_ns()
                 await publisher.publish(assigned)
             await publisher.flush()
             await asyncio.wait_for(done.wait(), 60)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
     for nc in (worker_nc, pub_nc):
         await nc.close()
     return latencies, kinds.get("transfer", 0)
@@ -167,28 +157,17 @@ async def routing_decision(options: BenchOptions) -> BenchResult:
     rate = 100.0
     count = options.scale(3000, 200)
     async with bench_nats(options) as url:
-        raw = await _raw_latencies(url, rate, count, b"x" * 700)
-        jetstream = await _bus_latencies(url, rate, count)
+        raw = await raw_latencies(url, rate, count, b"x" * 700)
+        jetstream = await bus_latencies(url, rate, count)
         decided, transfers = await _decisions(url, rate, count)
-    raw99 = percentile(raw, 99)
-    p50, p99 = percentile(decided, 50), percentile(decided, 99)
-    return BenchResult(
-        name="routing.decision",
-        figures=[
-            Figure(name="decision p50", value=p50, unit="ms"),
-            Figure(name="decision p99", value=p99, unit="ms"),
-            Figure(name="added p99 over raw", value=p99 - raw99, unit="ms"),
-        ],
-        baseline=[
-            Figure(name="raw NATS p50", value=percentile(raw, 50), unit="ms"),
-            Figure(name="raw NATS p99", value=raw99, unit="ms"),
-            Figure(name="JetStream hop p99", value=percentile(jetstream, 99), unit="ms"),
-        ],
-        headline="decision p99 / raw NATS p99",
-        ratio=p99 / raw99 if raw99 > 0 else None,
-        better="lower",
+    return latency_vs_raw(
+        "routing.decision",
+        "decision",
+        decided,
+        raw,
+        jetstream,
         target="decision p99 <= 5 ms",
-        met=None if options.quick else (p99 <= 5.0 and transfers == count),
+        met=None if options.quick else (percentile(decided, 99) <= 5.0 and transfers == count),
         notes=f"{count} calls at {rate:.0f}/s, 16 partitions, one replica (its own process, log level WARNING); "
         "agent.assigned "
         "published -> transfer command received on ml.cmd (feed, claim, rules, routing.decided, command publish); "

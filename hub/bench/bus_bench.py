@@ -33,7 +33,7 @@ async def bench_nats(options: BenchOptions) -> AsyncIterator[str]:
         server.stop()
 
 
-async def _paced(rate: float, count: int) -> AsyncIterator[int]:
+async def paced(rate: float, count: int) -> AsyncIterator[int]:
     start = time.perf_counter()
     for i in range(count):
         ahead = i / rate - (time.perf_counter() - start)
@@ -42,7 +42,7 @@ async def _paced(rate: float, count: int) -> AsyncIterator[int]:
         yield i
 
 
-async def _raw_latencies(url: str, rate: float, count: int, payload: bytes) -> list[float]:
+async def raw_latencies(url: str, rate: float, count: int, payload: bytes) -> list[float]:
     pub = await connect(url, name="bench-raw-pub")
     sub_nc = await connect(url, name="bench-raw-sub")
     latencies: list[float] = []
@@ -55,7 +55,7 @@ async def _raw_latencies(url: str, rate: float, count: int, payload: bytes) -> l
 
     await sub_nc.subscribe("bench.raw", cb=on_msg)
     await sub_nc.flush()
-    async for _ in _paced(rate, count):
+    async for _ in paced(rate, count):
         await pub.publish("bench.raw", payload, headers={T_HEADER: str(time.perf_counter_ns())})
         await pub.flush()
     await asyncio.wait_for(done.wait(), 30)
@@ -64,7 +64,7 @@ async def _raw_latencies(url: str, rate: float, count: int, payload: bytes) -> l
     return [ns / 1e6 for ns in latencies]
 
 
-async def _bus_latencies(url: str, rate: float, count: int) -> list[float]:
+async def bus_latencies(url: str, rate: float, count: int) -> list[float]:
     pub_nc = await connect(url, name="bench-bus-pub")
     sub_nc = await connect(url, name="bench-bus-sub")
     js = pub_nc.jetstream()
@@ -88,7 +88,7 @@ async def _bus_latencies(url: str, rate: float, count: int) -> list[float]:
 
     consumer = asyncio.create_task(consume())
     events = synthetic_stream("bench", seed=1)
-    async for _ in _paced(rate, count):
+    async for _ in paced(rate, count):
         event = next(events)
         await publisher.publish_raw(
             subjects.event_subject(event),
@@ -103,14 +103,49 @@ async def _bus_latencies(url: str, rate: float, count: int) -> list[float]:
     return [ns / 1e6 for ns in latencies]
 
 
+def latency_vs_raw(
+    name: str,
+    label: str,
+    measured: list[float],
+    raw: list[float],
+    jetstream: list[float],
+    *,
+    target: str,
+    met: bool | None,
+    notes: str,
+) -> BenchResult:
+    """A latency result next to the raw NATS hop and the JetStream hop measured in the same run (ms)."""
+    raw99 = percentile(raw, 99)
+    p99 = percentile(measured, 99)
+    return BenchResult(
+        name=name,
+        figures=[
+            Figure(name=f"{label} p50", value=percentile(measured, 50), unit="ms"),
+            Figure(name=f"{label} p99", value=p99, unit="ms"),
+            Figure(name="added p99 over raw", value=p99 - raw99, unit="ms"),
+        ],
+        baseline=[
+            Figure(name="raw NATS p50", value=percentile(raw, 50), unit="ms"),
+            Figure(name="raw NATS p99", value=raw99, unit="ms"),
+            Figure(name="JetStream hop p99", value=percentile(jetstream, 99), unit="ms"),
+        ],
+        headline=f"{label} p99 / raw NATS p99",
+        ratio=p99 / raw99 if raw99 > 0 else None,
+        better="lower",
+        target=target,
+        met=met,
+        notes=notes,
+    )
+
+
 @benchmark("bus.latency", description="JetStream publish -> pull consumer latency at 1,000 events/s vs raw NATS")
 async def bus_latency(options: BenchOptions) -> BenchResult:
     rate = 1000.0
     count = options.scale(10_000, 500)
     payload = b"x" * 1024
     async with bench_nats(options) as url:
-        raw = await _raw_latencies(url, rate, count, payload)
-        bus = await _bus_latencies(url, rate, count)
+        raw = await raw_latencies(url, rate, count, payload)
+        bus = await bus_latencies(url, rate, count)
     raw_p50, raw_p99 = percentile(raw, 50), percentile(raw, 99)
     bus_p50, bus_p99 = percentile(bus, 50), percentile(bus, 99)
     added = bus_p99 - raw_p99

@@ -1,5 +1,5 @@
 """Processes a benchmark starts (a simulator, hub services): this interpreter, stdout piped for ``ready`` lines,
-always stopped (SIGTERM, then SIGKILL after 10 s)."""
+always stopped (SIGTERM, then SIGKILL after 10 s) and reaped."""
 
 from __future__ import annotations
 
@@ -23,3 +23,6 @@ def spawn(args: list[str], env: dict[str, str] | None = None) -> Iterator[subpro
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()

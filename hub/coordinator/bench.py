@@ -14,7 +14,7 @@ import contextlib
 import time
 import uuid
 
-from hub.bench.bus_bench import _bus_latencies, _paced, _raw_latencies, bench_nats
+from hub.bench.bus_bench import bench_nats, bus_latencies, latency_vs_raw, paced, raw_latencies
 from hub.bench.registry import BenchOptions, BenchResult, Figure, benchmark, percentile
 from hub.bus import EventPublisher, connect, ensure_streams
 from hub.bus.kv import ALL_BUCKETS, CALL_LEASES, open_bucket
@@ -166,7 +166,7 @@ async def _agent_latencies(url: str, rate: float, count: int) -> list[float]:
     await publisher.flush()
     await asyncio.wait_for(warmed.wait(), 10)
     events = _updates(count, calls=200)
-    async for i in _paced(rate, count):
+    async for i in paced(rate, count):
         event = events[i]
         sent[event.event_id] = time.perf_counter_ns()
         await publisher.publish(event)
@@ -184,27 +184,17 @@ async def agent_latency(options: BenchOptions) -> BenchResult:
     rate = 500.0
     count = options.scale(5000, 300)
     async with bench_nats(options) as url:
-        raw = await _raw_latencies(url, rate, count, b"x" * 700)
-        jetstream = await _bus_latencies(url, rate, count)
+        raw = await raw_latencies(url, rate, count, b"x" * 700)
+        jetstream = await bus_latencies(url, rate, count)
         agent = await _agent_latencies(url, rate, count)
-    raw99, js99 = percentile(raw, 99), percentile(jetstream, 99)
-    p50, p99 = percentile(agent, 50), percentile(agent, 99)
-    return BenchResult(
-        name="agent.latency",
-        figures=[
-            Figure(name="agent p50", value=p50, unit="ms"),
-            Figure(name="agent p99", value=p99, unit="ms"),
-            Figure(name="added p99 over raw", value=p99 - raw99, unit="ms"),
-        ],
-        baseline=[
-            Figure(name="raw NATS p50", value=percentile(raw, 50), unit="ms"),
-            Figure(name="raw NATS p99", value=raw99, unit="ms"),
-            Figure(name="JetStream hop p99", value=js99, unit="ms"),
-        ],
-        headline="agent p99 / raw NATS p99",
-        ratio=p99 / raw99 if raw99 > 0 else None,
-        better="lower",
+    return latency_vs_raw(
+        "agent.latency",
+        "agent",
+        agent,
+        raw,
+        jetstream,
         target="report (issue 11)",
+        met=None,
         notes=f"{count} events over 200 calls at {rate:.0f}/s; 16 partitions, one replica; publish -> handler entry, "
         "after a warm-up (a new feed's source consumer starts within ~0.2 s; events meanwhile wait, none is lost)",
     )

@@ -31,8 +31,8 @@ from nats.aio.client import Client
 
 from hub.bus import EventPublisher
 from hub.bus.kv import AGENTS, ASSIGNMENTS, CALL_LEASES, open_bucket
+from hub.bus.kvmirror import KvMirror
 from hub.coordinator.assignments import Assignment, AssignmentChanged, AssignmentStore, Stored, assignment_key
-from hub.coordinator.mirror import KvMirror
 from hub.coordinator.rules import AssignmentRules, Decision
 from hub.logs import get_logger
 from hub.rules import CallContext

@@ -9,19 +9,14 @@ a replica that stops cleanly deletes its key, so the others notice at once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from datetime import datetime, timedelta
 
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from hub.logs import get_logger
+from hub.bus.kvmirror import KvMirror
 from schemas.common import UtcDateTime, utcnow
-
-log = get_logger(__name__)
-
-_DELETED = ("DEL", "PURGE")
 
 
 class AgentRecord(BaseModel):
@@ -51,49 +46,15 @@ def registry_key(agent: str, replica: str) -> str:
     return f"{agent}.{replica}"
 
 
-class RegistryView:
+class RegistryView(KvMirror[AgentRecord]):
     """Every record under a key pattern, kept current by a KV watch."""
 
     def __init__(self, kv: KeyValue, pattern: str = ">") -> None:
-        self._kv = kv
-        self._pattern = pattern
-        self.records: dict[str, AgentRecord] = {}
-        self.changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._synced = asyncio.Event()
+        super().__init__(kv, AgentRecord.model_validate_json, pattern)
 
-    async def start(self) -> RegistryView:
-        watcher = await self._kv.watch(self._pattern)
-        self._task = asyncio.create_task(self._follow(watcher), name="registry-watch")
-        await self._synced.wait()
-        return self
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
-        try:
-            async for entry in watcher:
-                if entry is None:  # the initial values have all arrived
-                    self._synced.set()
-                    continue
-                if entry.operation in _DELETED or not entry.value:
-                    self.records.pop(entry.key, None)
-                else:
-                    try:
-                        self.records[entry.key] = AgentRecord.model_validate_json(entry.value)
-                    except ValidationError:
-                        log.warning("unreadable registry record", key=entry.key)
-                        continue
-                if entry.delta == 0:
-                    self._synced.set()
-                self.changed.set()
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+    @property
+    def records(self) -> dict[str, AgentRecord]:
+        return {key: record for key, (record, _revision) in self.values.items()}
 
     def alive(self, agent: str | None = None, now: datetime | None = None) -> list[AgentRecord]:
         at = now or utcnow()

@@ -38,6 +38,17 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
+def signed_headers(secret: str, body: bytes, idempotency_key: str) -> dict[str, str]:
+    """The headers of a signed JSON webhook POST: the timestamp, its HMAC over timestamp + body, the idempotency key."""
+    timestamp = str(int(time.time()))
+    return {
+        "Content-Type": "application/json",
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: sign(secret, timestamp, body),
+        "Idempotency-Key": idempotency_key,
+    }
+
+
 def verify(secret: str, timestamp: str, body: bytes, signature: str, *, max_age_s: float = 300.0) -> bool:
     """What a receiver does: a constant-time comparison, and a timestamp no older than ``max_age_s``."""
     try:
@@ -68,13 +79,7 @@ class WebhookProvider:
 
     async def send(self, *, message_id: str, pbx_id: str, to: str, text: str) -> dict[str, Any]:
         body = json.dumps({"id": message_id, "pbx_id": pbx_id, "to": to, "text": text}).encode()
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(self._secret, timestamp, body),
-            "Idempotency-Key": message_id,
-        }
+        headers = signed_headers(self._secret, body, message_id)
         try:
             response = await self._http.post(self._url, content=body, headers=headers)
         except httpx.HTTPError as exc:

@@ -20,10 +20,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from hub.bus import EventPublisher
 from hub.bus.kv import AGENTS, CALL_LEASES, open_bucket
 from hub.bus.pull import BatchPuller
-from hub.config import PbxConfig
+from hub.config import IngestConfig, PbxConfig
 from hub.coordinator import AssignmentRules, Coordinator, CoordinatorConfig
 from hub.coordinator.guard import LeaseGuard
+from hub.ingest.adapter import PbxAdapter
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
+from hub.pbx.broker import BrokeredTokens
 from hub.sdk import Agent, AgentRuntime, RuntimeOptions, Tracker
 from hub.sdk.leases import LeaseStore
 from hub.sdk.registry import AgentRecord
@@ -197,6 +199,21 @@ async def worker_rig(nc: Client, *, override_issuers: tuple[str, ...] = ("mcp:*"
         finally:
             stopping.set()
             await task
+
+
+def ingest_and_worker(nc: Client, http: httpx.AsyncClient, base_url: str) -> tuple[PbxAdapter, Worker]:
+    """Ingest (the token's owner) and the worker (borrowing the token over the bus) against the simulator, as the hub
+    runs them; the worker checks call leases in KV."""
+    pbx = PbxConfig(id=PBX, base_url=base_url, client_id=ROUTE_POINT, client_secret="sim-secret")
+    tokens = TokenProvider(http, pbx.client_id, pbx.secret())
+    adapter = PbxAdapter(nc, pbx, CallControlClient(http, tokens), tokens, config=IngestConfig(call_end_grace_s=0.2))
+    worker = Worker(
+        nc,
+        CallControlGateway(CallControlClient(http, BrokeredTokens(nc, PBX)), pbx),
+        config=WorkerConfig(rate_per_second=0),
+        lease_check=LeaseGuard(nc.jetstream()),
+    )
+    return adapter, worker
 
 
 def cli_env(nats_url: str, **extra: str) -> dict[str, str]:

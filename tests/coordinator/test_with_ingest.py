@@ -12,16 +12,10 @@ import pytest
 from nats.aio.client import Client
 
 from agents.template import agent as template
-from hub.config import IngestConfig, PbxConfig
-from hub.coordinator.guard import LeaseGuard
 from hub.eventlog.migrate import upgrade_async
-from hub.ingest.adapter import PbxAdapter
-from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
-from hub.pbx.broker import BrokeredTokens
 from hub.sdk import AgentAssigned, AgentClaimedCall, AgentHandedOff, Tracker
 from hub.simulator import running_simulator
-from hub.worker.service import Worker, WorkerConfig
-from tests.agents.support import FAST, PBX, ROUTE_POINT, events_of, running, running_coordinator
+from tests.agents.support import FAST, ROUTE_POINT, events_of, ingest_and_worker, running, running_coordinator
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
@@ -35,17 +29,7 @@ async def test_an_inbound_call_is_assigned_claimed_and_handed_to_the_operator_fr
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'agent.db'}"
     await upgrade_async(db_url)
     async with running_simulator() as sim, httpx.AsyncClient(base_url=sim.base_url) as http:
-        pbx = PbxConfig(id=PBX, base_url=sim.base_url, client_id=ROUTE_POINT, client_secret="sim-secret")
-        tokens = TokenProvider(http, pbx.client_id, pbx.secret())
-        adapter = PbxAdapter(
-            nc, pbx, CallControlClient(http, tokens), tokens, config=IngestConfig(call_end_grace_s=0.2)
-        )
-        worker = Worker(
-            nc,
-            CallControlGateway(CallControlClient(http, BrokeredTokens(nc, PBX)), pbx),
-            config=WorkerConfig(rate_per_second=0),
-            lease_check=LeaseGuard(nc.jetstream()),
-        )
+        adapter, worker = ingest_and_worker(nc, http, sim.base_url)
         stopping = asyncio.Event()
         tasks = [asyncio.create_task(adapter.run(stopping)), asyncio.create_task(worker.run(stopping))]
         tracker = await Tracker.open(db_url, template.name, template.database)

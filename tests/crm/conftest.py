@@ -3,27 +3,14 @@ store and outbox suites, Postgres too)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from nats.aio.client import Client
 
-from hub.eventlog.migrate import upgrade, upgrade_async
-from tests.agents.support import fresh_connection
+from hub.eventlog.migrate import upgrade
+from tests.agents.conftest import db_url, nc
 
-
-@pytest.fixture
-async def nc(nats_server: str) -> AsyncIterator[Client]:
-    async with fresh_connection(nats_server, "test-crm") as client:
-        yield client
-
-
-@pytest.fixture
-async def db_url(tmp_path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
-    await upgrade_async(url)
-    return url
+__all__ = ["db_url", "nc", "store_url"]
 
 
 _migrated: set[str] = set()

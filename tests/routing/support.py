@@ -19,15 +19,11 @@ from nats.aio.client import Client
 from agents.routing import RoutingAgent, RoutingConfig, RoutingRules, RulesSource
 from agents.routing.menu import PromptOutput
 from hub.audio.stream import ParticipantStream
-from hub.config import IngestConfig, PbxConfig
-from hub.coordinator.guard import LeaseGuard
-from hub.ingest.adapter import PbxAdapter
-from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
+from hub.config import PbxConfig
 from hub.pbx.broker import BrokeredTokens
 from hub.simulator import SimConfig, SimHandle, running_simulator
-from hub.worker.service import Worker, WorkerConfig
 from schemas.common import LegRef
-from tests.agents.support import PBX, ROUTE_POINT, SAFE_ROUTE
+from tests.agents.support import PBX, ROUTE_POINT, SAFE_ROUTE, ingest_and_worker
 
 COORDINATOR_RULES = "rules:\n  - {name: everyone, match: {}, action: {assign: routing}}\n"
 
@@ -107,24 +103,14 @@ class Hub:
 @contextlib.asynccontextmanager
 async def hub_with_simulator(nc: Client, config: SimConfig | None = None) -> AsyncIterator[Hub]:
     async with running_simulator(config) as sim, httpx.AsyncClient(base_url=sim.base_url) as http:
-        pbx = PbxConfig(id=PBX, base_url=sim.base_url, client_id=ROUTE_POINT, client_secret="sim-secret")
-        tokens = TokenProvider(http, pbx.client_id, pbx.secret())
-        adapter = PbxAdapter(
-            nc, pbx, CallControlClient(http, tokens), tokens, config=IngestConfig(call_end_grace_s=0.2)
-        )
-        worker = Worker(
-            nc,
-            CallControlGateway(CallControlClient(http, BrokeredTokens(nc, PBX)), pbx),
-            config=WorkerConfig(rate_per_second=0),
-            lease_check=LeaseGuard(nc.jetstream()),
-        )
+        adapter, worker = ingest_and_worker(nc, http, sim.base_url)
         stopping = asyncio.Event()
         tasks = [asyncio.create_task(adapter.run(stopping)), asyncio.create_task(worker.run(stopping))]
         try:
             with anyio.fail_after(10):
                 await adapter.synced.wait()
                 await worker.ready.wait()
-            yield Hub(sim=sim, http=http, pbx=pbx, nc=nc)
+            yield Hub(sim=sim, http=http, pbx=adapter.pbx, nc=nc)
         finally:
             stopping.set()
             with anyio.fail_after(15):

@@ -23,22 +23,17 @@ from agents.basma.session import SessionResult, VoiceSession
 from agents.basma.settings import VoiceConfig
 from agents.basma.stt import WhisperStt
 from agents.basma.tts import PiperTts
-from hub.config import IngestConfig, PbxConfig, RecorderConfig
+from hub.config import PbxConfig, RecorderConfig
 from hub.coordinator import Coordinator
-from hub.coordinator.guard import LeaseGuard
 from hub.eventlog import EventStore
 from hub.eventlog.migrate import upgrade_async
-from hub.ingest.adapter import PbxAdapter
-from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
-from hub.pbx.broker import BrokeredTokens
 from hub.recorder import Recorder
 from hub.runner import Health
 from hub.sdk import AgentRuntime
 from hub.simulator import Call, Leg, Playout, SimHandle, Utterance, running_simulator
-from hub.worker.service import Worker, WorkerConfig
 from schemas.codec import parse_event
 from schemas.events import EventBase
-from tests.agents.support import FAST, PBX, ROUTE_POINT, running, running_coordinator
+from tests.agents.support import FAST, PBX, ROUTE_POINT, ingest_and_worker, running, running_coordinator
 from tests.helpers import eventually, wait_until
 
 RULES = "rules:\n  - {name: everyone, match: {}, action: {assign: basma}}\n"
@@ -153,17 +148,7 @@ async def hub_rig(nc: Client, tmp_path: Path, piper: PiperTts) -> AsyncIterator[
         httpx.AsyncClient(base_url=sim.base_url) as http,
         await EventStore.open(db_url) as store,
     ):
-        pbx = PbxConfig(id=PBX, base_url=sim.base_url, client_id=ROUTE_POINT, client_secret="sim-secret")
-        tokens = TokenProvider(http, pbx.client_id, pbx.secret())
-        adapter = PbxAdapter(
-            nc, pbx, CallControlClient(http, tokens), tokens, config=IngestConfig(call_end_grace_s=0.2)
-        )
-        worker = Worker(
-            nc,
-            CallControlGateway(CallControlClient(http, BrokeredTokens(nc, PBX)), pbx),
-            config=WorkerConfig(rate_per_second=0),
-            lease_check=LeaseGuard(nc.jetstream()),
-        )
+        adapter, worker = ingest_and_worker(nc, http, sim.base_url)
         recorder = Recorder(nc.jetstream(), store, RecorderConfig(fetch_timeout_s=0.1), Health())
         stopping = asyncio.Event()
         tasks = [asyncio.create_task(s.run(stopping)) for s in (adapter, worker, recorder)]

@@ -51,7 +51,6 @@ class ElevenLabsTts:
         url = f"{self._base}/text-to-speech/{quote(self.voice_id, safe='')}/stream"
         headers = {"xi-api-key": self._key.get_secret_value()}
         body = {"text": text, "model_id": self.model_id}
-        carry = b""
         try:
             async with self._http.stream(
                 "POST", url, params={"output_format": self.output_format}, headers=headers, json=body
@@ -62,10 +61,7 @@ class ElevenLabsTts:
                         yield ulaw_decode(chunk).tobytes()
                         continue
                     assert resampler is not None
-                    data = carry + chunk
-                    whole = len(data) - len(data) % 2
-                    carry = data[whole:]
-                    out = resampler.push(data[:whole])
+                    out = resampler.push(chunk)
                     if out:
                         yield out
         except httpx.HTTPError as exc:

@@ -102,17 +102,13 @@ class OpenAiTts(_OpenAi):
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         body = {"model": self.model, "input": text[:4096], "voice": self.voice, "response_format": "pcm"}
         resampler = Resampler(PCM_RATE)
-        carry = b""
         try:
             async with self._http.stream(
                 "POST", f"{self._base}/audio/speech", headers=self._headers(), json=body
             ) as response:
                 await raise_for_status("openai", response, self._key.get_secret_value())
                 async for chunk in response.aiter_bytes():
-                    data = carry + chunk
-                    whole = len(data) - len(data) % 2
-                    carry = data[whole:]
-                    out = resampler.push(data[:whole])
+                    out = resampler.push(chunk)
                     if out:
                         yield out
         except httpx.HTTPError as exc:

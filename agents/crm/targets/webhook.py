@@ -10,13 +10,12 @@ refusal.
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 
 from agents.crm.record import CallRecord
 from agents.crm.targets.base import Attempt, Delivered, DeliveryError, retry_after
-from hub.worker.messaging import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from hub.worker.messaging import signed_headers
 
 EVENT_HEADER = "X-MasterLinc-Event"
 
@@ -38,14 +37,8 @@ class WebhookTarget:
 
     async def deliver(self, record: CallRecord, attempt: Attempt) -> Delivered:
         body = body_of(record)
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(self._secret, timestamp, body),
-            "Idempotency-Key": f"{record.record_id}:{record.version}",
-            EVENT_HEADER: "crm.call_record",
-        }
+        headers = signed_headers(self._secret, body, f"{record.record_id}:{record.version}")
+        headers[EVENT_HEADER] = "crm.call_record"
         try:
             response = await self._http.post(self._url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
