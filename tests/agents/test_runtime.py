@@ -299,3 +299,21 @@ def test_a_replica_that_stops_beating_counts_as_down() -> None:
     assert record.alive(now + timedelta(seconds=0.5))
     assert not record.alive(now + timedelta(seconds=0.7))
     assert not record.model_copy(update={"health": "stopping"}).alive(now)
+
+
+async def test_an_unreadable_registry_record_is_passed_over_and_the_view_still_starts(nc: Client) -> None:
+    """A garbled record as the bucket's last entry neither stops the view from syncing nor shows up as an agent."""
+    from hub.sdk.registry import RegistryView
+    from schemas.common import utcnow
+
+    kv = await open_bucket(nc.jetstream(), AGENTS)
+    now = utcnow()
+    good = AgentRecord(agent="a", replica="r1", started_at=now, beat_at=now, heartbeat_s=1.0)
+    await kv.put(good.key, good.model_dump_json().encode())
+    await kv.put("a.r2", b"{not json")
+    view = await asyncio.wait_for(RegistryView(kv, "a.*").start(), 5)
+    try:
+        assert list(view.records) == ["a.r1"]
+        assert [r.replica for r in view.alive("a")] == ["r1"]
+    finally:
+        await view.stop()
