@@ -108,8 +108,7 @@ def _plan(sup: Supervisor, settings: Settings, played: Path | None, mcp_port: in
             sup.add(f"agent-{agent}", ["agent", "run", agent])
     if "basma" in installed and importlib.util.find_spec("faster_whisper") is not None:
         sup.add("agent-basma", ["agent", "run", "basma"])
-    sup.add("mcp", ["mcp", "serve", "--transport", "http", "--port", str(mcp_port)], health=False,
-            ready_port=mcp_port)  # fmt: skip
+    sup.add("mcp", ["mcp", "serve", "--transport", "http", "--port", str(mcp_port)])
     return sup.services
 
 

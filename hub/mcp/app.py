@@ -24,6 +24,7 @@ from hub.mcp.clients import CLIENTS, ConfigTarget, render_config, write_config
 from hub.mcp.http import AccessGate, StoreTokenVerifier, default_origins, transport_security
 from hub.mcp.server import PROFILES, Facade, FacadeConfig, Profile, build_server
 from hub.mcp.tokens import TokenStore, describe
+from hub.runner import Health, HealthServer
 
 log = get_logger(__name__)
 
@@ -130,8 +131,22 @@ async def _serve(
                 await facade.server.run_stdio_async()
             else:
                 app = http_app(facade, store, host=host, port=port, origins=origins)
-                await run_http(app, host, port)
+                health = Health()
+                health.set("http", False, "starting")
+                async with HealthServer(health, settings.http.host, settings.http.port) as probes:
+                    log.info("service started", service="mcp", health=probes.url)
+                    tg.start_soon(_report_bus, backend, health)
+                    await run_http(app, host, port, on_bound=lambda url: health.set("http", True, url))
+                    health.alive = False
             tg.cancel_scope.cancel()
+
+
+async def _report_bus(backend: Backend, health: Health, every_s: float = 0.5) -> None:
+    """/readyz says whether the facade can reach the bus (tools fail with pbx_unavailable meanwhile)."""
+    while True:
+        up = backend.available
+        health.set("nats", up, "connected" if up else "connecting to NATS")
+        await anyio.sleep(every_s)
 
 
 def serve(
@@ -159,6 +174,10 @@ def serve(
         return 2
     bind_host = host or settings.http.host
     bind_port = DEFAULT_HTTP_PORT if port is None else port
+    if transport == "http" and bind_port and settings.http.port == bind_port:
+        clash = f"the MCP port and ML_HTTP__PORT (/healthz, /readyz, /metrics) are both {bind_port}"
+        _err(f"{clash}: give them different ports")
+        return 2
     origins = [*default_origins(bind_host, bind_port), *allowed_origins]
     try:
         anyio.run(_serve, settings, transport, bind_host, bind_port, profile, pbx, origins)
