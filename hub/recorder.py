@@ -3,8 +3,9 @@
 A durable pull consumer is fetched in batches; each batch is written in one transaction and then acked.
 - A message that is not a valid event goes to the dead letters at once (with the reason) and is terminated.
 - A message published by a replay to the original subjects (header ``Ml-Replay``) is acked and not recorded again.
-- While the database is unavailable, the batch is held: its messages are kept alive with ``in_progress`` (so a
-  database outage never counts toward max_deliver), the write is retried with backoff, and fetching stops.
+- While the database is unavailable, the batch is held: its messages, and those of the batches fetched behind it,
+  are kept alive with ``in_progress`` (so a database outage of any length never counts toward max_deliver), the
+  write is retried with backoff, and fetching stops.
 - Killed between write and ack, the recorder's batch is redelivered after ack_wait and the unique event id makes the
   second write a no-op: nothing is lost or doubled.
 """
@@ -56,6 +57,10 @@ class _Parsed:
     to_ack: list[Msg] = field(default_factory=list)
     dead: list[tuple[Msg, str]] = field(default_factory=list)
     replayed: list[Msg] = field(default_factory=list)
+    redelivered: int = 0
+
+    def messages(self) -> list[Msg]:
+        return [*self.to_ack, *self.replayed, *(msg for msg, _ in self.dead)]
 
 
 @dataclass
@@ -67,6 +72,7 @@ class RecorderStats:
     replay_skipped: int = 0
     batches: int = 0
     store_retries: int = 0
+    redelivered: int = 0
 
 
 def consumer_config(config: RecorderConfig) -> ConsumerConfig:
@@ -90,6 +96,9 @@ class Recorder:
         self._config = config
         self._health = health
         self.stats = RecorderStats()
+        self._held: list[_Parsed] = []  # fetched, not yet acked: all kept alive while the database is away
+        # each retry keeps the held messages alive, so retries must come well within ack_wait
+        self._backoff_max_s = min(config.retry_backoff_max_s, config.ack_wait_s / 2)
 
     async def subscribe(self) -> BatchPuller:
         await self._js.add_consumer(subjects.EVENTS_STREAM, consumer_config(self._config))
@@ -129,15 +138,22 @@ class Recorder:
             if not msgs:
                 continue
             self._health.set("nats", True)
-            await out.put(self._parse(msgs))
+            parsed = self._parse(msgs)
+            self._held.append(parsed)
+            await out.put(parsed)
 
     async def handle_batch(self, msgs: Sequence[Msg], stopping: asyncio.Event | None = None) -> None:
         """Write one fetched batch, then ack it. Returns without acking only when stopping mid-outage."""
-        await self._commit(self._parse(msgs), stopping)
+        parsed = self._parse(msgs)
+        self._held.append(parsed)
+        await self._commit(parsed, stopping)
 
     def _parse(self, msgs: Sequence[Msg]) -> _Parsed:
         parsed = _Parsed(started=time.perf_counter(), fetched=len(msgs))
+        PENDING.set(msgs[-1].metadata.num_pending)
         for msg in msgs:
+            if msg.metadata.num_delivered > 1:
+                parsed.redelivered += 1
             if msg.headers and REPLAY_HEADER in msg.headers:
                 parsed.replayed.append(msg)
                 continue
@@ -149,10 +165,18 @@ class Recorder:
         return parsed
 
     async def _commit(self, parsed: _Parsed, stopping: asyncio.Event | None) -> None:
+        try:
+            await self._write_and_ack(parsed, stopping)
+        finally:
+            self._held.remove(parsed)
+
+    async def _write_and_ack(self, parsed: _Parsed, stopping: asyncio.Event | None) -> None:
         self.stats.fetched += parsed.fetched
+        self.stats.redelivered += parsed.redelivered
+        EVENTS.labels("redelivered").inc(parsed.redelivered)
         for msg, reason in parsed.dead:
             await self._dead_letter(msg, reason, stopping)
-        if parsed.rows and not await self._write(parsed.rows, parsed.to_ack, stopping):
+        if parsed.rows and not await self._write(parsed.rows, stopping):
             return
         pause = self._config.fault_pause_after_write_s
         if pause:  # fault injection for the crash tests: the test kills us inside this window
@@ -167,7 +191,14 @@ class Recorder:
         self.stats.batches += 1
         BATCH_SECONDS.observe(time.perf_counter() - parsed.started)
 
-    async def _write(self, rows: list[LogRow], held: Sequence[Msg], stopping: asyncio.Event | None) -> bool:
+    async def _keep_held_alive(self) -> None:
+        """``in_progress`` for every fetched, unacked message: an outage must not count toward max_deliver."""
+        for parsed in self._held:
+            for msg in parsed.messages():
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    async def _write(self, rows: list[LogRow], stopping: asyncio.Event | None) -> bool:
         delay = 0.1
         while True:
             try:
@@ -177,14 +208,12 @@ class Recorder:
                 self.stats.store_retries += 1
                 STORE_RETRIES.inc()
                 log.warning("database unavailable; holding the batch", rows=len(rows), retry_in_s=round(delay, 2))
-                for msg in held:  # keep the messages ours: an outage must not count toward max_deliver
-                    with contextlib.suppress(Exception):
-                        await msg.in_progress()
+                await self._keep_held_alive()
                 if stopping is not None and await wait_or_stop(stopping, delay):
                     return False
                 if stopping is None:
                     await asyncio.sleep(delay)
-                delay = min(self._config.retry_backoff_max_s, delay * 2) * random.uniform(0.8, 1.2)
+                delay = min(self._backoff_max_s, delay * 2) * random.uniform(0.8, 1.2)
                 continue
             self._health.set("database", True)
             self.stats.inserted += outcome.inserted
@@ -207,11 +236,10 @@ class Recorder:
                 break
             except StoreUnavailable as exc:
                 self._health.set("database", False, str(exc))
-                with contextlib.suppress(Exception):
-                    await msg.in_progress()
+                await self._keep_held_alive()
                 if stopping is not None and await wait_or_stop(stopping, delay):
                     return
-                delay = min(self._config.retry_backoff_max_s, delay * 2)
+                delay = min(self._backoff_max_s, delay * 2)
         dlq_headers = {
             "Ml-Reason": reason[:1000],
             "Ml-Source": DLQ_SOURCE,

@@ -15,6 +15,7 @@ batch is one ``INSERT OR IGNORE`` executemany.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -168,6 +169,7 @@ _TRANSIENT_PG = (
     "ConnectionDoesNotExist",
     "TooManyConnections",
     "AdminShutdown",
+    "InternalClientError",  # asyncpg's state after the server vanished mid-operation: retry on a new connection
     "ConnectionFailure",
 )
 
@@ -191,7 +193,7 @@ def _asyncpg_errors() -> tuple[type[BaseException], ...]:
         import asyncpg
     except ImportError:
         return ()
-    return (asyncpg.PostgresError, asyncpg.InterfaceError)
+    return (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
@@ -287,23 +289,35 @@ class EventStore:
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
             apg: Any = raw.driver_connection
-            async with apg.transaction():
-                try:
-                    async with apg.transaction():  # a savepoint: a duplicate undoes only this attempt
-                        await apg.copy_records_to_table("events", records=records, columns=list(_COLUMNS))
-                    return len(records)
-                except asyncpg.UniqueViolationError:
-                    pass
-                await apg.execute(
-                    "CREATE TEMP TABLE IF NOT EXISTS events_stage "
-                    "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                )
-                await apg.copy_records_to_table("events_stage", records=records, columns=list(_COLUMNS))
-                cols = ", ".join(_COLUMNS)
-                status: str = await apg.execute(
-                    f"INSERT INTO events ({cols}) SELECT DISTINCT ON (event_id) {cols} FROM events_stage "  # noqa: S608 - fixed column names
-                    "ORDER BY event_id, seq ON CONFLICT DO NOTHING"
-                )
+            try:
+                return await self._copy_pg(apg, records)
+            except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError):
+                # the server went away mid-COPY: this raw connection's state is unknown, never hand it out again
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                raise
+
+    @staticmethod
+    async def _copy_pg(apg: Any, records: list[tuple[Any, ...]]) -> int:
+        """One COPY in a savepoint; on a duplicate, the staging-table path."""
+        import asyncpg
+
+        async with apg.transaction():
+            try:
+                async with apg.transaction():  # a savepoint: a duplicate undoes only this attempt
+                    await apg.copy_records_to_table("events", records=records, columns=list(_COLUMNS))
+                return len(records)
+            except asyncpg.UniqueViolationError:
+                pass
+            await apg.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS events_stage (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            await apg.copy_records_to_table("events_stage", records=records, columns=list(_COLUMNS))
+            cols = ", ".join(_COLUMNS)
+            status: str = await apg.execute(
+                f"INSERT INTO events ({cols}) SELECT DISTINCT ON (event_id) {cols} FROM events_stage "  # noqa: S608 - fixed column names
+                "ORDER BY event_id, seq ON CONFLICT DO NOTHING"
+            )
         return int(status.rsplit(" ", 1)[-1])
 
     async def _insert_generic(self, rows: Sequence[LogRow]) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from nats.aio.client import Client
+from prometheus_client import REGISTRY
 
 from hub.bus import EventPublisher, connect
 from hub.config import RecorderConfig
@@ -200,6 +201,36 @@ async def test_database_restarted_mid_stream_loses_and_doubles_nothing(nc: Clien
         assert recorder.stats.store_retries >= 1
     finally:
         await store.close()
+
+
+@pytest.mark.postgres
+async def test_an_outage_longer_than_ack_wait_redelivers_nothing_held(nc: Client, restartable_postgres: Any) -> None:
+    """Every fetched batch (the one being written and those queued behind it) is kept alive through the outage."""
+    store = await EventStore.open(restartable_postgres.url)
+    try:
+        async with recording(nc, store, batch_size=50, ack_wait_s=1.0) as recorder:  # backoff capped at 0.5 s
+            await anyio.to_thread.run_sync(restartable_postgres.stop)
+            ids = await publish(nc, 400, seed=9)
+            await wait_until(lambda: _held(recorder, 4), what="the batches fetched behind the failing one")
+            # well past ack_wait: each retry (at most 0.5 s apart) keeps every held message alive
+            await wait_until(lambda: _retries(recorder, 10), timeout=30, what="an outage of several ack_waits")
+            await anyio.to_thread.run_sync(restartable_postgres.start)
+            await wait_until(lambda: _count_is(store, 400), timeout=30, what="catch-up after the restart")
+        stored = [str(e.event_id) async for e in store.iter_events(LogFilter())]
+        assert sorted(stored) == sorted(ids)
+        assert recorder.stats.redelivered == 0
+        assert recorder.stats.dead == 0
+        assert REGISTRY.get_sample_value("ml_recorder_consumer_pending") == 0  # the lag gauge: caught up
+    finally:
+        await store.close()
+
+
+async def _held(recorder: Recorder, batches: int) -> bool:
+    return len(recorder._held) >= batches
+
+
+async def _retries(recorder: Recorder, count: int) -> bool:
+    return recorder.stats.store_retries >= count
 
 
 async def _retried(recorder: Recorder) -> bool:

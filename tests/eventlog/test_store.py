@@ -163,3 +163,13 @@ async def test_an_unreachable_database_is_unavailable_not_a_crash() -> None:
 async def test_a_database_without_tables_says_to_migrate(tmp_path: object) -> None:
     with pytest.raises(StoreNotMigrated, match="masterlinc db upgrade"):
         await EventStore.open(f"sqlite+aiosqlite:///{tmp_path}/empty.db")
+
+
+def test_asyncpg_losing_its_state_mid_operation_counts_as_unavailable_not_rejected() -> None:
+    """Seen when Postgres stops mid-COPY: the batch must be retried on a new connection, not given up."""
+    import asyncpg
+
+    from hub.eventlog.store import StoreUnavailable, _translate
+
+    error = asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+    assert isinstance(_translate(error), StoreUnavailable)
