@@ -39,28 +39,40 @@ class CallControlClient:
         result: list[dict[str, Any]] = await self._request("GET", "/callcontrol", "list DNs")
         return result
 
+    async def dn_info(self, dn: str) -> dict[str, Any]:
+        """One DN's DNInfo: its type, devices and participants in one read."""
+        result: dict[str, Any] = await self._request("GET", f"/callcontrol/{quote(dn, safe='')}", f"DN {dn}")
+        return result
+
     async def participants(self, dn: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._request(
-            "GET", f"/callcontrol/{quote(dn)}/participants", f"participants of {dn}"
+            "GET", f"/callcontrol/{quote(dn, safe='')}/participants", f"participants of {dn}"
         )
         return result
 
     async def participant(self, dn: str, participant_id: int) -> dict[str, Any]:
         result: dict[str, Any] = await self._request(
-            "GET", f"/callcontrol/{quote(dn)}/participants/{participant_id}", f"participant {participant_id} on {dn}"
+            "GET",
+            f"/callcontrol/{quote(dn, safe='')}/participants/{participant_id}",
+            f"participant {participant_id} on {dn}",
         )
         return result
 
     async def devices(self, dn: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._request(
-            "GET", f"/callcontrol/{quote(dn)}/devices", f"devices of {dn}"
+            "GET", f"/callcontrol/{quote(dn, safe='')}/devices", f"devices of {dn}"
         )
         return result
 
+    async def device(self, dn: str, device_id: str) -> dict[str, Any]:
+        path = f"/callcontrol/{quote(dn, safe='')}/devices/{quote(device_id, safe='')}"
+        result: dict[str, Any] = await self._request("GET", path, f"device {device_id} of {dn}")
+        return result
+
     async def makecall(self, dn: str, destination: str, *, device_id: str | None = None) -> dict[str, Any]:
-        path = f"/callcontrol/{quote(dn)}/makecall"
+        path = f"/callcontrol/{quote(dn, safe='')}/makecall"
         if device_id is not None:
-            path = f"/callcontrol/{quote(dn)}/devices/{quote(device_id, safe='')}/makecall"
+            path = f"/callcontrol/{quote(dn, safe='')}/devices/{quote(device_id, safe='')}/makecall"
         result: dict[str, Any] = await self._request("POST", path, f"makecall from {dn}", {"destination": destination})
         _check_final(result, f"makecall from {dn}")
         return result
@@ -68,7 +80,7 @@ class CallControlClient:
     async def action(
         self, dn: str, participant_id: int, action: str, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        path = f"/callcontrol/{quote(dn)}/participants/{participant_id}/{action}"
+        path = f"/callcontrol/{quote(dn, safe='')}/participants/{participant_id}/{action}"
         result: dict[str, Any] = await self._request("POST", path, f"{action} on {dn}/{participant_id}", body or {})
         _check_final(result, f"{action} on {dn}/{participant_id}")
         return result
