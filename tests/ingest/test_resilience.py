@@ -1,7 +1,9 @@
-"""Ingest when things break: NATS restarted (outbox), outbox overflow (resync), two processes for one PBX."""
+"""Ingest when things break: NATS restarted (outbox), outbox overflow (resync), two processes for one PBX, and the
+same event ids whether a transition is seen live or re-derived by a resync."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,11 +19,11 @@ import pytest
 
 from hub import natsd
 from hub.bus import connect
-from hub.bus.kv import LEADERS, open_bucket
+from hub.bus.kv import INGEST_STATE, LEADERS, open_bucket
 from hub.config import IngestConfig
 from hub.simulator import SimConfig, running_simulator
 from tests.helpers import eventually, fresh_bus, wait_until
-from tests.ingest.conftest import PBX, IngestRig, ingest_rig, stream_events
+from tests.ingest.conftest import PBX, IngestRig, adapter_for, collecting, ingest_rig, stream_events
 from tests.projection import Item, diff, observed, project
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
@@ -201,3 +203,51 @@ async def test_two_ingest_processes_for_one_pbx_only_one_publishes_and_the_other
     assert [e.seq.as_tuple() for e in calls if e.seq] == sorted(e.seq.as_tuple() for e in calls if e.seq)
     assert len({e.call_id for e in calls}) == 1  # the new leader found the same call id in KV
     assert sum(e.type == "link.connected" for e in events) == 2  # one per leadership, never two at once
+
+
+# --------------------------------------------------------------------------- identity across paths
+
+
+async def test_the_resync_path_gives_the_same_event_ids_as_the_live_path(nats_server: str) -> None:
+    """A restarted adapter that lost its acked state (ML_INGEST) re-derives a live call from a re-read: every call
+    event it emits carries the id the live path gave, so JetStream drops it as a duplicate and the log gains nothing."""
+    nc = await connect(nats_server, name="test-identity")
+    await fresh_bus(nc.jetstream())
+    async with (
+        running_simulator() as sim,
+        httpx.AsyncClient(base_url=sim.base_url) as http,
+        collecting(nc) as stream,
+    ):
+        first = adapter_for(nc, sim, http, None)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(first.run(stopping))
+        await asyncio.wait_for(first.synced.wait(), 10)
+        call = sim.engine.place_call("+15550100", "101")
+        await eventually(lambda: "call.ringing" in stream.types(call.callid), what="the phone to ring")
+        [ringing] = sim.engine.participants("101")
+        sim.engine.answer(ringing.id)
+        await eventually(lambda: "call.answered" in stream.types(call.callid), what="the live events")
+        stopping.set()
+        await asyncio.wait_for(task, 15)
+        live = [e for e in stream.events if e.type.startswith("call.")]
+        assert {e.type for e in live} >= {"call.created", "call.ringing", "call.answered"}
+
+        state = await open_bucket(nc.jetstream(), INGEST_STATE)
+        await state.purge(f"{PBX}.{call.callid}")  # the acked state is gone: only a re-read can rebuild the call
+
+        second = adapter_for(nc, sim, http, None)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(second.run(stopping))
+        try:
+            await eventually(lambda: second.synced.is_set() and second.outbox is not None
+                             and second.outbox.duplicates >= 2 and len(second.outbox) == 0,
+                             what="the re-derived events, refused as duplicates")  # fmt: skip
+            assert second.outbox is not None
+            rederived = second.outbox.duplicates
+        finally:
+            stopping.set()
+            await asyncio.wait_for(task, 15)
+        after = [e for e in stream.events if e.type.startswith("call.")]
+    await nc.close()
+    assert [e.event_id for e in after] == [e.event_id for e in live]  # nothing new for the call
+    assert rederived >= 2  # its legs' ringing/answered came again, with the live path's ids
