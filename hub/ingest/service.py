@@ -12,6 +12,7 @@ from nats.aio.client import Client
 
 from hub.config import PbxConfig, Settings
 from hub.ingest.adapter import PbxAdapter, new_holder_id
+from hub.ingest.link import tls_context
 from hub.logs import get_logger
 from hub.pbx.callcontrol import CallControlClient
 from hub.pbx.token import TokenProvider
@@ -24,7 +25,7 @@ log = get_logger(__name__)
 
 def pbx_http(pbx: PbxConfig, *, timeout: float = 10.0) -> httpx.AsyncClient:
     """An HTTP client for one PBX: TLS verified by default, or against the PBX's own CA file."""
-    verify: bool | str = str(pbx.ca_file) if pbx.ca_file else pbx.verify_tls
+    verify = tls_context(pbx.verify_tls, pbx.ca_file)
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
     return httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=timeout, limits=limits)
 

@@ -11,6 +11,8 @@ PbxError (code: one of D§7's error codes, reason: the PBX's reasontext when it 
 
 from __future__ import annotations
 
+import ssl
+
 from schemas.common import ErrorCode
 
 
@@ -59,3 +61,17 @@ _BY_STATUS: dict[int, type[PbxError]] = {
 def from_status(status: int, reason: str | None, what: str) -> PbxError:
     cls = _BY_STATUS.get(status, PbxUnavailable if status >= 500 else PbxInvalidState)
     return cls(f"{what}: PBX answered {status}" + (f" ({reason})" if reason else ""), status=status, reason=reason)
+
+
+def unreachable(what: str, exc: BaseException) -> PbxUnavailable:
+    """A request that got no answer. An untrusted TLS certificate says what to do, since no retry will fix it."""
+    chain: BaseException | None = exc
+    while chain is not None:
+        if isinstance(chain, ssl.SSLCertVerificationError):
+            detail = chain.verify_message or "certificate verify failed"
+            return PbxUnavailable(
+                f"{what}: the PBX's TLS certificate is not trusted ({detail}); give its CA as the PBX's ca_file "
+                "(ML_PBXS__<n>__CA_FILE) or install a certificate from a public CA"
+            )
+        chain = chain.__cause__ or chain.__context__
+    return PbxUnavailable(f"{what}: {type(exc).__name__}")

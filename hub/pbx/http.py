@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from prometheus_client import Counter, Histogram
 
-from hub.pbx.errors import PbxUnavailable
+from hub.pbx.errors import unreachable
 from hub.pbx.token import TokenSource
 
 REQUESTS = Counter("ml_pbx_requests_total", "Requests to the PBX's APIs, by API and status (0: no answer)",
@@ -40,7 +40,7 @@ async def authorized(
             )
         except httpx.HTTPError as exc:
             REQUESTS.labels(api, "0").inc()
-            raise PbxUnavailable(f"{what}: {type(exc).__name__}") from None
+            raise unreachable(what, exc) from None
         SECONDS.labels(api).observe(time.perf_counter() - started)
         REQUESTS.labels(api, str(response.status_code)).inc()
         if response.status_code == 401 and attempt == 1:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import httpx
 
-from hub.pbx.errors import PbxUnauthorized, PbxUnavailable
+from hub.pbx.errors import PbxUnauthorized, PbxUnavailable, unreachable
 
 REFRESH_AHEAD_S = 300.0
 
@@ -77,7 +77,7 @@ class TokenProvider:
         try:
             response = await self._http.post("/connect/token", data=form)
         except httpx.HTTPError as exc:
-            raise PbxUnavailable(f"token request failed: {type(exc).__name__}") from None
+            raise unreachable("token request failed", exc) from None
         if response.status_code in (400, 401):
             detail = _oauth_error(response)
             raise PbxUnauthorized(f"the PBX refused the API credentials ({detail}); check the client id and secret",

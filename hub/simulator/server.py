@@ -32,14 +32,15 @@ class SimHandle:
     sim: Simulator
     host: str
     port: int
+    tls: bool = False
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/callcontrol/ws"
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/callcontrol/ws"
 
     @property
     def engine(self) -> CallEngine:
@@ -131,12 +132,24 @@ async def running_simulator(
     port: int = 0,
     clock: SimClock | None = None,
     synthesizer: Synthesizer | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> AsyncIterator[SimHandle]:
+    """The simulator on host:port (0 picks one) until the block ends; ``tls`` = (certificate chain, key) serves
+    https/wss, as a real PBX does."""
     config = config or SimConfig()
     engine = CallEngine(config, clock=clock or SimClock(config.clock_speed))
     sim = Simulator(engine) if synthesizer is None else Simulator(engine, synthesizer=synthesizer)
     server = _QuietServer(
-        uvicorn.Config(sim.asgi, host=host, port=port, log_level="warning", lifespan="off", ws="websockets-sansio")
+        uvicorn.Config(
+            sim.asgi,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            ws="websockets-sansio",
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
+        )
     )
     serving = asyncio.create_task(server.serve())
     repeater = asyncio.create_task(sim.repeater())
@@ -146,7 +159,7 @@ async def running_simulator(
         await asyncio.sleep(0.002)
     bound = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield SimHandle(sim=sim, host=host, port=bound)
+        yield SimHandle(sim=sim, host=host, port=bound, tls=tls is not None)
     finally:
         repeater.cancel()
         await sim.drop_websockets()
