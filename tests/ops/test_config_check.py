@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hub.config import load_settings
@@ -66,3 +68,12 @@ async def test_missing_secret_unreachable_pbx_and_no_call_control(monkeypatch: p
         _pbx_env(monkeypatch, sim.base_url, "sim-secret")
         by_what = {f.what: f for f in await run_checks(load_settings())}
     assert by_what["pbx main"].ok and by_what["pbx main XAPI"].detail == NO_XAPI
+
+
+def test_the_setup_guide_documents_each_message_config_check_gives() -> None:
+    """An operator reading docs/3cx-setup.md finds the very words the check printed, next to what to do."""
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "3cx-setup.md").read_text()
+    for message in (WRONG_CREDENTIALS, NO_CALL_CONTROL, NO_XAPI):
+        assert message in guide, message
+    for fragment in ("TLS certificate is not trusted", "JetStream is off", "run `masterlinc db upgrade`"):
+        assert fragment in guide, fragment
