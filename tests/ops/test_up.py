@@ -18,6 +18,12 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from hub import natsd
+from hub.bus import connect
+from hub.eventlog import EventStore, LogFilter
+from schemas import subjects
+from schemas.codec import parse_event
+
 pytestmark = pytest.mark.nats
 
 
@@ -65,6 +71,36 @@ class Lines:
         self._thread.join(timeout)
 
 
+async def _log_ids(data_dir: Path) -> tuple[set[str], set[str]]:
+    """Event ids and the ids of calls that ended, from the SQLite event log `up` keeps."""
+    store = await EventStore.open(f"sqlite+aiosqlite:///{data_dir / 'events.db'}")
+    try:
+        events = [e async for e in store.iter_events(LogFilter())]
+    finally:
+        await store.close()
+    return {str(e.event_id) for e in events}, {str(e.call_id) for e in events if e.type == "call.ended"}
+
+
+async def _stream_ids(data_dir: Path) -> set[str]:
+    """Every event id in ML_EVENTS, read from `up`'s JetStream store with a nats-server of our own."""
+    server = natsd.start(store_dir=data_dir / "jetstream")
+    try:
+        nc = await connect(server.url, name="test-up-stream")
+        js = nc.jetstream()
+        total = (await js.stream_info(subjects.EVENTS_STREAM)).state.messages
+        psub = await js.pull_subscribe(subjects.EVENTS_ALL, stream=subjects.EVENTS_STREAM)
+        ids: set[str] = set()
+        seen = 0
+        while seen < total:
+            for msg in await psub.fetch(min(500, total - seen), timeout=5):
+                ids.add(str(parse_event(msg.data).event_id))
+                seen += 1
+        await nc.close()
+    finally:
+        server.stop()
+    return ids
+
+
 async def _make_call(url: str, token: str) -> dict[str, object]:
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
     async with http, Client(streamable_http_client(url, http_client=http), raise_exceptions=True) as client:
@@ -91,6 +127,10 @@ def test_up_plays_the_demo_answers_mcp_and_keeps_its_data_across_restarts(tmp_pa
         out.join(5)
     ended, total, before = _logged(out.text)
     assert before == 0 and ended >= 1 and total >= 10
+    assert "still had" not in out.text  # the recorder filed everything before it stopped
+    logged, ended_calls = anyio.run(_log_ids, tmp_path)
+    assert len(logged) == total and len(ended_calls) >= ended
+    assert anyio.run(_stream_ids, tmp_path) == logged  # Ctrl-C lost nothing: every event on the bus is in the log
     assert (tmp_path / "events.db").exists() and (tmp_path / "jetstream").is_dir()
     assert "sim-secret" not in out.text  # secrets never in what `up` prints
     leftover = subprocess.run(["pgrep", "-f", "--", str(tmp_path)], capture_output=True, text=True, check=False)
@@ -101,6 +141,9 @@ def test_up_plays_the_demo_answers_mcp_and_keeps_its_data_across_restarts(tmp_pa
     assert again.returncode == 0, again.stderr[-3000:]
     _, total_2, before_2 = _logged(again.stderr)
     assert before_2 == total and total_2 > total
+    logged_2, ended_calls_2 = anyio.run(_log_ids, tmp_path)
+    assert logged <= logged_2 and ended_calls <= ended_calls_2  # the earlier calls are still there, by id
+    assert len(ended_calls_2) > len(ended_calls)  # and the new run's call joined them
 
 
 def test_a_bad_scenario_is_refused_with_what_to_use(tmp_path: Path) -> None:
