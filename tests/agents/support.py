@@ -55,6 +55,7 @@ class CallScript:
     did: str = "+15550199"
     direction: Direction = Direction.INBOUND
     party_dn_type: str = "Wexternalline"
+    on_behalf_of_dn: str = ""  # the queue a leg rings for
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _ordinals: dict[str, int] = field(default_factory=dict)
 
@@ -80,6 +81,7 @@ class CallScript:
             party_caller_id=self.caller,
             party_did=self.did,
             party_dn_type=self.party_dn_type,
+            on_behalf_of_dn=self.on_behalf_of_dn,
         )
 
     def created(self) -> ev.CallCreated:

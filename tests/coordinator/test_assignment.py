@@ -67,6 +67,22 @@ async def test_an_agent_that_does_not_claim_in_time_is_passed_over_for_the_next_
     assert history == [("slow", 1, ""), ("quick", 2, "slow did not claim within 0.5s")]
 
 
+async def test_a_call_ringing_for_a_queue_goes_to_the_agent_its_queue_rule_names(nc: Client) -> None:
+    rules = "rules:\n  - {name: sales, match: {queue: '8001'}, action: {assign: sales}}\ndefault: {assign: general}\n"
+    async with (
+        running_coordinator(nc, rules) as coordinator,
+        running(Agent("sales"), nc),
+        running(Agent("general"), nc),
+    ):
+        await _both_up(coordinator, "sales", "general")
+        via_queue, direct = CallScript(on_behalf_of_dn="8001"), CallScript()
+        await publish(nc, via_queue.created(), via_queue.ringing(), direct.created(), direct.ringing())
+        await wait_until(lambda: _is(lease_owner(nc, via_queue.call_id), "sales"), what="sales' claim")
+        await wait_until(lambda: _is(lease_owner(nc, direct.call_id), "general"), what="general's claim")
+        [queued] = await events_of(nc, AgentAssigned, via_queue.call_id)
+    assert (queued.data.agent, queued.data.rule) == ("sales", "sales")
+
+
 async def test_an_agent_that_goes_down_after_assignment_is_passed_over_without_waiting(nc: Client) -> None:
     seen: list[AgentAssigned] = []
     async with running_coordinator(nc, assign("flaky", "steady"), claim_timeout_s=30) as coordinator:
