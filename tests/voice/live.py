@@ -15,6 +15,7 @@ import anyio
 import httpx
 from nats.aio.client import Client
 
+from agents.basma.brain import Brain
 from agents.basma.caller import PiperCaller, trim_silence
 from agents.basma.config import VoiceStack
 from agents.basma.policy import Policy, PolicyBrain
@@ -173,8 +174,10 @@ async def live_rig(
     piper: PiperTts,
     policy: Policy,
     config: VoiceConfig | None = None,
+    new_brain: Callable[[], Brain] | None = None,
 ) -> AsyncIterator[LiveRig]:
-    stack = VoiceStack(stt=whisper, tts=piper, policy=policy, new_brain=lambda: PolicyBrain(policy))
+    """``new_brain`` replaces the scripted policy brain (e.g. the Anthropic brain against a fake Messages API)."""
+    stack = VoiceStack(stt=whisper, tts=piper, policy=policy, new_brain=new_brain or (lambda: PolicyBrain(policy)))
     async with hub_rig(nc, tmp_path, piper) as hub:
         pbx = PbxConfig(id=PBX, base_url=hub.sim.base_url, client_id=ROUTE_POINT)
         basma = Basma(config or VoiceConfig(stream_connect_timeout_s=5.0), [pbx], stack=stack)

@@ -10,24 +10,29 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from pydantic import SecretStr
 
 from agents.basma.caller import trim_silence
 from agents.basma.policy import Policy, parse_policy
+from agents.basma.providers.anthropic import AnthropicBrain
 from agents.basma.stt import WhisperStt
 from agents.basma.text import wer, words
 from agents.basma.tts import PiperTts
 from hub.audio.format import FRAME_BYTES
 from schemas import subjects
-from schemas.events import AgentClaimedCall, AgentHandedOff, DtmfReceived, VoiceTranscript, VoiceTurn
+from schemas.events import AgentClaimedCall, AgentHandedOff, CommandAccepted, DtmfReceived, VoiceTranscript, VoiceTurn
 from schemas.identity import deterministic_event_id
 from tests.agents.support import fresh_connection, lease_owner
 from tests.helpers import eventually, wait_until
 from tests.voice.conftest import POLICY
+from tests.voice.fakes import KEY, AnthropicFake, anthropic_tool
 from tests.voice.live import live_rig
+from tests.voice.localserver import serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
 
@@ -249,3 +254,39 @@ async def test_a_call_whose_audio_is_refused_goes_to_the_fallback_person_with_th
         "transferto",
     ]
     assert owner is None  # handed to a person: the lease is released
+
+
+@pytest.mark.parametrize(("tool", "outcome", "action"), [("park_call", "parked", "transferto"),
+                                                          ("end_call", "dropped", "drop")])  # fmt: skip
+async def test_the_llm_parks_or_ends_the_call_it_owns_and_the_worker_carries_it_out(
+    nc: Client,
+    tmp_path: Path,
+    whisper: WhisperStt,
+    piper: PiperTts,
+    policy: Policy,
+    tool: str,
+    outcome: str,
+    action: str,
+) -> None:
+    """The Anthropic brain (against a fake Messages API) calls a tool; the command is bound to the call and leg Basma
+    owns, issued as agent:basma, and reaches the PBX through the worker."""
+    fake = AnthropicFake([anthropic_tool("One moment please.", "toolu_01", tool, {})])
+    async with serving(fake.app()) as url, httpx.AsyncClient() as http:
+
+        def brain() -> AnthropicBrain:
+            return AnthropicBrain(http, SecretStr(KEY), greeting="Hello, how can I help?", base_url=f"{url}/v1")
+
+        async with live_rig(nc, tmp_path, whisper=whisper, piper=piper, policy=policy, new_brain=brain) as rig:
+            call = await rig.call()
+            await call.wait_turns(1, "the greeting")
+            await call.say("Could you put me on hold for a minute?")
+            result = await call.result()
+            accepted = await rig.logged(call.call_id, lambda es: any(isinstance(e, CommandAccepted) for e in es),
+                                        "the command in the log")  # fmt: skip
+    assert result.outcome == outcome
+    assert call.requests() == [action]
+    [command] = [e.data.command for e in accepted if isinstance(e, CommandAccepted)]
+    assert (command["issued_by"], command["call_id"]) == ("agent:basma", call.call_id)
+    assert command["leg"]["participant_id"] == call.leg.id
+    assert {t["name"] for t in fake.requests[0]["tools"]} >= {"park_call", "end_call", "transfer_to_human"}
+    assert "hold" in fake.requests[0]["messages"][-1]["content"]  # the caller's words reached the model
