@@ -122,7 +122,7 @@ class CallControlSocket:
                 self.url,
                 additional_headers={"Authorization": f"Bearer {token}"},
                 ping_interval=self._ping,
-                ping_timeout=max(self._ping * 2, 10.0),
+                ping_timeout=self._ping * 2,  # a PBX that stops answering is dropped within two pings
                 open_timeout=10.0,
                 close_timeout=2.0,
                 max_size=1 << 20,
