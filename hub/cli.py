@@ -163,11 +163,14 @@ def replay_command(
 
 
 @events_app.command("tail")
-def events_tail(call: CallOpt = None, type_: TypeOpt = None, pbx: PbxOpt = None) -> None:
-    """Print live events as they arrive on the bus."""
+def events_tail(
+    call: CallOpt = None, type_: TypeOpt = None, pbx: PbxOpt = None, since: SinceOpt = None, until: UntilOpt = None
+) -> None:
+    """Print live events as they arrive on the bus (--since: from the stream's history first; --until: then exit)."""
     from hub.cli_log import run_tail
 
-    run_tail(settings_or_exit(), call_ids=tuple(call or ()), types=tuple(type_ or ()), pbx_id=pbx)
+    run_tail(settings_or_exit(), call_ids=tuple(call or ()), types=tuple(type_ or ()), pbx_id=pbx, since=since,
+             until=until)  # fmt: skip
 
 
 @events_app.command("show")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import typer
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -120,7 +121,17 @@ def run_replay(
     _run(_with_store(settings, body))
 
 
-def run_tail(settings: Settings, *, call_ids: tuple[str, ...], types: tuple[str, ...], pbx_id: str | None) -> None:
+def run_tail(
+    settings: Settings,
+    *,
+    call_ids: tuple[str, ...],
+    types: tuple[str, ...],
+    pbx_id: str | None,
+    since: str | None = None,
+    until: str | None = None,
+) -> None:
+    """Live events; with ``--since`` from the stream's history first (JetStream keeps it), with ``--until`` up to
+    that time (then exit)."""
     for event_type in types:
         if event_type not in EVENT_CLASSES:
             fail(f"unknown event type {event_type!r}; `masterlinc schema export` lists them")
@@ -128,18 +139,35 @@ def run_tail(settings: Settings, *, call_ids: tuple[str, ...], types: tuple[str,
         filters = _tail_filters(call_ids, types, pbx_id)
     except (InvalidTokenError, ValueError) as exc:
         fail(str(exc))
+    start, end = parse_when(since, "--since"), parse_when(until, "--until")
+    if start is not None and end is not None and end <= start:
+        fail("--until must be after --since")
     console = Console()
 
     async def body() -> None:
         nc = await connect(settings.effective_nats_url(), name="masterlinc-tail", **settings.bus.security.options())
         queue: asyncio.Queue[Any] = asyncio.Queue()
         for f in filters:
-            await nc.subscribe(f, cb=queue.put)
+            if start is None:
+                await nc.subscribe(f, cb=queue.put)
+            else:  # an ordered consumer replays the stream from that time, then follows it live
+                config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start)
+                await nc.jetstream().subscribe(
+                    f, stream=subjects.EVENTS_STREAM, cb=queue.put, ordered_consumer=True, config=config
+                )
         try:
             while True:
-                msg = await queue.get()
+                left = None if end is None else (end - datetime.now(UTC)).total_seconds()
+                if left is not None and left <= 0 and queue.empty():
+                    return
+                try:
+                    msg = await asyncio.wait_for(queue.get(), None if left is None else max(left, 0.05))
+                except TimeoutError:
+                    continue
                 raw = json.loads(msg.data)
                 if types and raw.get("type") not in types:
+                    continue
+                if end is not None and _occurred(raw) > end:
                     continue
                 console.print(_line(raw), highlight=False)
         finally:
@@ -147,6 +175,14 @@ def run_tail(settings: Settings, *, call_ids: tuple[str, ...], types: tuple[str,
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(body())
+
+
+def _occurred(raw: dict[str, Any]) -> datetime:
+    try:
+        at = datetime.fromisoformat(str(raw.get("occurred_at", "")).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.now(UTC)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _tail_filters(call_ids: tuple[str, ...], types: tuple[str, ...], pbx_id: str | None) -> list[str]:

@@ -131,3 +131,33 @@ def test_dlq_list_show_and_retry(db: tuple[str, dict[str, str]], nats_server: st
         return bytes(msg.data or b"")
 
     assert asyncio.run(republished()) == b"{bad"
+
+
+@pytest.mark.nats
+def test_events_tail_since_prints_the_streams_history_and_until_ends_it(nats_server: str) -> None:
+    from hub.bus import EventPublisher
+    from tests.helpers import fresh_bus
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ML_")}
+    env["NATS_URL"] = nats_server
+    now = datetime.now(UTC)
+    past = make_event(events.CallEnded, call_id="01JCALLTAILSINCE0000000000", occurred_at=now - timedelta(minutes=1))
+    other = make_event(events.CallEnded, call_id="01JCALLTAILOTHER0000000000", occurred_at=now - timedelta(minutes=1))
+
+    async def publish() -> None:
+        nc = await connect(nats_server, name="test-tail")
+        await fresh_bus(nc.jetstream())
+        publisher = EventPublisher(nc.jetstream())
+        await publisher.publish(past)
+        await publisher.publish(other)
+        await publisher.flush()
+        await nc.close()
+
+    asyncio.run(publish())
+    until = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    tail = _cli(env, "events", "tail", "--since", "10m", "--until", until, "--call", "01JCALLTAILSINCE0000000000")
+    assert tail.returncode == 0, tail.stderr
+    assert "call.ended" in tail.stdout and "01JCALLTAILSINCE0000000000" in tail.stdout
+    assert "01JCALLTAILOTHER" not in tail.stdout  # the --call filter holds on the history too
+    backwards = _cli(env, "events", "tail", "--since", "1m", "--until", "2h")
+    assert backwards.returncode != 0 and "--until must be after --since" in backwards.stderr
