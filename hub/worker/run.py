@@ -15,8 +15,8 @@ from hub.coordinator.guard import LeaseGuard
 from hub.logs import get_logger
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
 from hub.pbx.broker import BrokeredTokens
+from hub.pbx.session import RestSession
 from hub.pbx.token import TokenSource
-from hub.pbx.transport import AiohttpTransport
 from hub.pbx.xapi import XapiClient
 from hub.runner import ServiceContext, run_service
 from hub.services import open_bus
@@ -43,10 +43,8 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
         ctx.health.set("nats", True)
         async with (
             httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=10.0) as http,
-            # the REST requests of every command: a leaner transport (hub.pbx.transport says why)
-            httpx.AsyncClient(
-                base_url=pbx.base_url, timeout=10.0, transport=AiohttpTransport(verify=verify)
-            ) as rest_http,
+            # the Call Control requests of every command: a leaner HTTP session (hub.pbx.session says why)
+            RestSession(pbx.base_url, verify=verify, timeout=10.0) as rest_http,
         ):
             tokens: TokenSource = (
                 BrokeredTokens(nc, pbx.id)
@@ -65,7 +63,7 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
                                    publish, holder=f"{socket.gethostname()}-{os.getpid()}")  # fmt: skip
             legs = LegOwnership(rest, await open_bucket(js, CALL_IDS))
             gateway = CallControlGateway(
-                rest, pbx, messaging_provider(settings, http), XapiClient(rest_http, tokens), recorder=recorder,
+                rest, pbx, messaging_provider(settings, http), XapiClient(http, tokens), recorder=recorder,
                 call_id_of=legs.call_id_of,
             )  # fmt: skip
             w = settings.worker

@@ -1,5 +1,5 @@
-"""The worker's REST transport (hub.pbx.transport) and event loop (hub.loop): same answers and errors as httpx's own
-transport, and an action is never sent twice."""
+"""The worker's lean Call Control session (hub.pbx.session) and event loop (hub.loop): the same answers and errors
+as through httpx, and an action is never sent twice."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from hub import natsd
 from hub.loop import loop_factory, run
 from hub.pbx import CallControlClient, TokenProvider
 from hub.pbx.errors import PbxNotFound, PbxUnavailable
+from hub.pbx.session import RestSession
 from hub.pbx.token import TokenSource
-from hub.pbx.transport import AiohttpTransport
 from hub.simulator import running_simulator
 
 pytestmark = pytest.mark.anyio
@@ -30,11 +30,11 @@ class FixedToken:
         return "t"
 
 
-async def test_call_control_reads_and_acts_through_the_transport_as_through_httpx() -> None:
+async def test_call_control_reads_and_acts_through_the_session_as_through_httpx() -> None:
     async with (
         running_simulator() as sim,
         httpx.AsyncClient(base_url=sim.base_url) as plain,
-        httpx.AsyncClient(base_url=sim.base_url, transport=AiohttpTransport()) as lean,
+        RestSession(sim.base_url) as lean,
     ):
         tokens: TokenSource = TokenProvider(plain, "800", "sim-secret")
         placed = (await plain.post("/_sim/calls", json={"from": "+15550001", "to": "800"})).json()
@@ -93,7 +93,7 @@ async def test_an_action_on_a_connection_the_pbx_drops_is_sent_once(
         writer.close()
 
     base = await raw_server(handler)
-    async with httpx.AsyncClient(base_url=base, transport=AiohttpTransport()) as http:
+    async with RestSession(base) as http:
         rest = CallControlClient(http, FixedToken())
         await rest.participant("800", 1)
         with pytest.raises(PbxUnavailable, match="RemoteProtocolError"):
@@ -103,7 +103,7 @@ async def test_an_action_on_a_connection_the_pbx_drops_is_sent_once(
 
 async def test_an_unreachable_pbx_is_unavailable_with_the_reason() -> None:
     base = f"http://127.0.0.1:{natsd.free_port()}"  # nothing listens there
-    async with httpx.AsyncClient(base_url=base, transport=AiohttpTransport()) as http:
+    async with RestSession(base) as http:
         with pytest.raises(PbxUnavailable, match="ConnectError"):
             await CallControlClient(http, FixedToken()).participant("800", 1)
 
@@ -117,10 +117,34 @@ async def test_a_pbx_that_never_answers_is_a_read_timeout(raw_server: Callable[[
         writer.close()
 
     base = await raw_server(handler)
-    async with httpx.AsyncClient(base_url=base, timeout=0.2, transport=AiohttpTransport()) as http:
+    async with RestSession(base, timeout=0.2) as http:
         with anyio.fail_after(5), pytest.raises(PbxUnavailable, match="ReadTimeout"):
             await CallControlClient(http, FixedToken()).action("800", 1, "drop")
     answered.set()
+
+
+async def test_the_session_sends_the_json_body_and_the_bearer_token(
+    raw_server: Callable[[Handler], Awaitable[str]],
+) -> None:
+    """3CX wants ``Content-Type: application/json`` and a body (``{}``) on every participant action."""
+    heads: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        heads.append(head + (await reader.readexactly(2)).decode())
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 25\r\n\r\n{"finalstatus":"Success"}')
+        await writer.drain()
+        writer.close()
+
+    base = await raw_server(handler)
+    async with RestSession(base) as http:
+        assert await CallControlClient(http, FixedToken()).action("800", 3, "drop") == {"finalstatus": "Success"}
+    [head] = heads
+    assert head.startswith("POST /callcontrol/800/participants/3/drop HTTP/1.1\r\n")
+    lines = head.lower().split("\r\n")
+    assert "content-type: application/json" in lines
+    assert "authorization: bearer t" in lines
+    assert head.endswith("{}")
 
 
 def test_services_run_on_uvloop_where_it_is_installed() -> None:
