@@ -294,9 +294,10 @@ def ingest() -> None:
 @app.command("worker")
 def worker(pbx: Annotated[str | None, typer.Option(help="PBX id (default: the first configured)")] = None) -> None:
     """Execute commands on the PBX with idempotency, deadlines and rate limits; answer queries."""
+    from hub.loop import run
     from hub.worker.run import run_worker_service
 
-    raise typer.Exit(asyncio.run(run_worker_service(settings_or_exit(), pbx)))
+    raise typer.Exit(run(run_worker_service(settings_or_exit(), pbx)))
 
 
 @app.command("coordinator")

@@ -9,10 +9,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from hub.pbx.errors import from_status
-from hub.pbx.http import authorized
+from hub.pbx.http import RestHttp, RestResponse, authorized
 from hub.pbx.token import TokenSource
 
 SUCCESS = {"success", "1"}
@@ -23,7 +21,10 @@ def succeeded(finalstatus: object) -> bool:
 
 
 class CallControlClient:
-    def __init__(self, http: httpx.AsyncClient, tokens: TokenSource) -> None:
+    """``http``: an ``httpx.AsyncClient`` with the PBX as base URL, or the worker's lean
+    :class:`~hub.pbx.session.RestSession`."""
+
+    def __init__(self, http: RestHttp, tokens: TokenSource) -> None:
         self._http = http
         self._tokens = tokens
         self.requests = 0
@@ -92,7 +93,7 @@ def _check_final(result: Any, what: str) -> None:
         raise from_status(422, reason or f"finalstatus {result['finalstatus']}", what)
 
 
-def _reason(response: httpx.Response) -> str | None:
+def _reason(response: RestResponse) -> str | None:
     try:
         body = response.json()
     except ValueError:

@@ -1,11 +1,14 @@
 """One authorized request to a PBX, shared by the Call Control and XAPI clients: the bearer token from a
 :class:`~hub.pbx.token.TokenSource`, one token refresh and retry on a 401, transport errors as ``PbxUnavailable``.
-Statuses >= 300 are returned for the caller to translate (the two APIs word their errors differently)."""
+Statuses >= 300 are returned for the caller to translate (the two APIs word their errors differently).
+
+``http`` is an ``httpx.AsyncClient`` or anything with its ``request`` (the worker's lean
+:class:`~hub.pbx.session.RestSession`): :class:`RestHttp` is that one method."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from prometheus_client import Counter, Histogram
@@ -19,8 +22,35 @@ SECONDS = Histogram("ml_pbx_request_seconds", "PBX request time", ["api"],
                     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))  # fmt: skip
 
 
+class RestResponse(Protocol):
+    """What the REST clients read of a response (``httpx.Response`` has it)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
+class RestHttp(Protocol):
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RestResponse: ...
+
+
 async def authorized(
-    http: httpx.AsyncClient,
+    http: RestHttp,
     tokens: TokenSource,
     method: str,
     path: str,
@@ -28,10 +58,10 @@ async def authorized(
     *,
     json: Any = None,
     params: dict[str, str] | None = None,
-) -> httpx.Response:
+) -> RestResponse:
     token = await tokens.token()
     api = "xapi" if path.startswith("/xapi/") else "callcontrol"
-    response: httpx.Response | None = None
+    response: RestResponse | None = None
     for attempt in (1, 2):
         started = time.perf_counter()
         try:

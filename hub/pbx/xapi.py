@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from hub.pbx.errors import PbxError, PbxNotFound, from_status
-from hub.pbx.http import authorized
+from hub.pbx.http import RestResponse, authorized
 from hub.pbx.token import TokenSource
 
 BASE = "/xapi/v1"
@@ -99,7 +99,7 @@ class Page:
     count: int | None
 
 
-def _odata_reason(response: httpx.Response) -> str | None:
+def _odata_reason(response: RestResponse) -> str | None:
     try:
         body = response.json()
     except ValueError:

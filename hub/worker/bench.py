@@ -32,6 +32,7 @@ from hub.bus.kv import CALL_IDS, open_bucket
 from hub.config import BusConfig, PbxConfig
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
 from hub.pbx.broker import TokenOwner
+from hub.pbx.session import RestSession
 from hub.sdk import CommandClient
 from hub.worker.legs import LegOwnership
 from hub.worker.service import Worker, WorkerConfig
@@ -112,9 +113,13 @@ async def worker_roundtrip(options: BenchOptions) -> BenchResult:
     with natsd.running() as server:
         nc = await connect(options.nats_url or server.url, name="bench-worker")
         await ensure_streams(nc.jetstream(), BusConfig())
-        async with _simulator("connected") as base, httpx.AsyncClient(base_url=base) as http:
+        async with (
+            _simulator("connected") as base,
+            httpx.AsyncClient(base_url=base) as http,
+            RestSession(base) as session,  # as `masterlinc worker` sends Call Control requests
+        ):
             tokens = TokenProvider(http, "800", "sim-secret")
-            rest = CallControlClient(http, tokens)
+            rest = CallControlClient(session, tokens)
             legs_check = LegOwnership(rest, await open_bucket(nc.jetstream(), CALL_IDS))
             worker = Worker(nc, CallControlGateway(rest, _pbx(base)), leg_check=legs_check.check,
                             config=WorkerConfig(name="bench", durable="ml-bench-rt", rate_per_second=0))  # fmt: skip

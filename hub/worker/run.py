@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 
 import httpx
 
@@ -14,6 +15,7 @@ from hub.coordinator.guard import LeaseGuard
 from hub.logs import get_logger
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
 from hub.pbx.broker import BrokeredTokens
+from hub.pbx.session import RestSession
 from hub.pbx.token import TokenSource
 from hub.pbx.xapi import XapiClient
 from hub.runner import ServiceContext, run_service
@@ -34,10 +36,16 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
     nc = await open_bus(ctx, settings, f"masterlinc-worker-{pbx.id}")
     if nc is None:
         return
-    verify: bool | str = str(pbx.ca_file) if pbx.ca_file else pbx.verify_tls
+    verify: bool | ssl.SSLContext = (
+        ssl.create_default_context(cafile=str(pbx.ca_file)) if pbx.ca_file else pbx.verify_tls
+    )
     try:
         ctx.health.set("nats", True)
-        async with httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=10.0) as http:
+        async with (
+            httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=10.0) as http,
+            # the Call Control requests of every command: a leaner HTTP session (hub.pbx.session says why)
+            RestSession(pbx.base_url, verify=verify, timeout=10.0) as rest_http,
+        ):
             tokens: TokenSource = (
                 BrokeredTokens(nc, pbx.id)
                 if settings.worker.token_source == "owner"  # noqa: S105 - a mode name, not a secret
@@ -50,7 +58,7 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
                 await publisher.publish(event)
                 await publisher.flush()
 
-            rest = CallControlClient(http, tokens)
+            rest = CallControlClient(rest_http, tokens)
             recorder = HubRecorder(nc, http, tokens, settings.recordings_dir(), await open_bucket(js, RECORDINGS),
                                    publish, holder=f"{socket.gethostname()}-{os.getpid()}")  # fmt: skip
             legs = LegOwnership(rest, await open_bucket(js, CALL_IDS))
