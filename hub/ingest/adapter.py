@@ -35,7 +35,7 @@ from hub.ingest.calls import CallRegistry
 from hub.ingest.emitter import Emitter, utc_at
 from hub.ingest.hints import CommandHints
 from hub.ingest.leader import LeaderLease
-from hub.ingest.link import Backoff, CallControlSocket, tls_context
+from hub.ingest.link import Backoff, CallControlSocket
 from hub.ingest.outbox import Outbox
 from hub.ingest.polling import ChatPoller, PresencePoller, Reconciler, every, publish_acked
 from hub.ingest.tracker import Observation, Read, Tracker
@@ -44,6 +44,7 @@ from hub.logs import bind, get_logger
 from hub.pbx.broker import TokenOwner
 from hub.pbx.callcontrol import CallControlClient
 from hub.pbx.errors import PbxError, PbxForbidden, PbxNotFound, PbxRateLimited
+from hub.pbx.http import tls_context
 from hub.pbx.token import TokenProvider
 from hub.pbx.xapi import Query, XapiClient
 from hub.runner import Health, wait_or_stop

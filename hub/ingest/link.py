@@ -14,7 +14,6 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from prometheus_client import Counter
 from websockets.asyncio.client import ClientConnection, connect
@@ -37,17 +36,6 @@ def websocket_url(base_url: str) -> str:
     if base_url.startswith("http://"):
         return "ws://" + base_url[len("http://") :].rstrip("/") + "/callcontrol/ws"
     raise ValueError(f"base_url must start with https:// or http://, got {base_url!r}")
-
-
-def tls_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
-    """TLS verified by default; a custom CA file for a PBX with its own certificate authority."""
-    if ca_file is not None:
-        return ssl.create_default_context(cafile=str(ca_file))
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 @dataclass

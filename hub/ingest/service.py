@@ -7,27 +7,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import httpx
 from nats.aio.client import Client
 
-from hub.config import PbxConfig, Settings
+from hub.config import Settings
 from hub.ingest.adapter import PbxAdapter, new_holder_id
-from hub.ingest.link import tls_context
 from hub.logs import get_logger
 from hub.pbx.callcontrol import CallControlClient
+from hub.pbx.http import pbx_http
 from hub.pbx.token import TokenProvider
 from hub.pbx.xapi import XapiClient
 from hub.runner import Health, ServiceContext, run_service
 from hub.services import open_bus
 
 log = get_logger(__name__)
-
-
-def pbx_http(pbx: PbxConfig, *, timeout: float = 10.0) -> httpx.AsyncClient:
-    """An HTTP client for one PBX: TLS verified by default, or against the PBX's own CA file."""
-    verify = tls_context(pbx.verify_tls, pbx.ca_file)
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-    return httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=timeout, limits=limits)
 
 
 @contextlib.asynccontextmanager

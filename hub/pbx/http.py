@@ -3,16 +3,20 @@
 Statuses >= 300 are returned for the caller to translate (the two APIs word their errors differently).
 
 ``http`` is an ``httpx.AsyncClient`` or anything with its ``request`` (the worker's lean
-:class:`~hub.pbx.session.RestSession`): :class:`RestHttp` is that one method."""
+:class:`~hub.pbx.session.RestSession`): :class:`RestHttp` is that one method. Also the TLS settings of a PBX
+(verified by default, or against its own CA file), shared by REST, the websocket and the worker."""
 
 from __future__ import annotations
 
+import ssl
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 from prometheus_client import Counter, Histogram
 
+from hub.config import PbxConfig
 from hub.pbx.errors import unreachable
 from hub.pbx.token import TokenSource
 
@@ -20,6 +24,24 @@ REQUESTS = Counter("ml_pbx_requests_total", "Requests to the PBX's APIs, by API 
                    ["api", "status"])  # fmt: skip
 SECONDS = Histogram("ml_pbx_request_seconds", "PBX request time", ["api"],
                     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))  # fmt: skip
+
+
+def tls_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
+    """TLS verified by default; a custom CA file for a PBX with its own certificate authority."""
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=str(ca_file))
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def pbx_http(pbx: PbxConfig, *, timeout: float = 10.0) -> httpx.AsyncClient:
+    """An HTTP client for one PBX: TLS verified by default, or against the PBX's own CA file."""
+    verify = tls_context(pbx.verify_tls, pbx.ca_file)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+    return httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=timeout, limits=limits)
 
 
 class RestResponse(Protocol):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 
 import httpx
 
@@ -15,6 +14,7 @@ from hub.coordinator.guard import LeaseGuard
 from hub.logs import get_logger
 from hub.pbx import CallControlClient, CallControlGateway, TokenProvider
 from hub.pbx.broker import BrokeredTokens
+from hub.pbx.http import pbx_http, tls_context
 from hub.pbx.session import RestSession
 from hub.pbx.token import TokenSource
 from hub.pbx.xapi import XapiClient
@@ -36,15 +36,12 @@ async def worker_main(ctx: ServiceContext, settings: Settings, pbx_id: str | Non
     nc = await open_bus(ctx, settings, f"masterlinc-worker-{pbx.id}")
     if nc is None:
         return
-    verify: bool | ssl.SSLContext = (
-        ssl.create_default_context(cafile=str(pbx.ca_file)) if pbx.ca_file else pbx.verify_tls
-    )
     try:
         ctx.health.set("nats", True)
         async with (
-            httpx.AsyncClient(base_url=pbx.base_url, verify=verify, timeout=10.0) as http,
+            pbx_http(pbx) as http,
             # the Call Control requests of every command: a leaner HTTP session (hub.pbx.session says why)
-            RestSession(pbx.base_url, verify=verify, timeout=10.0) as rest_http,
+            RestSession(pbx.base_url, verify=tls_context(pbx.verify_tls, pbx.ca_file), timeout=10.0) as rest_http,
         ):
             tokens: TokenSource = (
                 BrokeredTokens(nc, pbx.id)

@@ -16,10 +16,9 @@ import websockets
 from hub.bus import connect
 from hub.config import IngestConfig, PbxConfig
 from hub.ingest.adapter import PbxAdapter
-from hub.ingest.link import tls_context
-from hub.ingest.service import pbx_http
 from hub.pbx import CallControlClient, TokenProvider
 from hub.pbx.errors import PbxUnavailable
+from hub.pbx.http import pbx_http, tls_context
 from hub.simulator import SimHandle, running_simulator
 from tests.helpers import fresh_bus
 
