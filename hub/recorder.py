@@ -26,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge, Histogram
 
 from hub.bus import REPLAY_HEADER
-from hub.bus.pull import BatchPuller, stream_sequence
+from hub.bus.pull import BatchPuller, ack_info
 from hub.config import RecorderConfig, Settings
 from hub.eventlog.store import DeadLetterInput, EventStore, LogRow, StoreUnavailable
 from hub.logs import get_logger
@@ -150,18 +150,21 @@ class Recorder:
 
     def _parse(self, msgs: Sequence[Msg]) -> _Parsed:
         parsed = _Parsed(started=time.perf_counter(), fetched=len(msgs))
-        PENDING.set(msgs[-1].metadata.num_pending)
+        pending = 0
         for msg in msgs:
-            if msg.metadata.num_delivered > 1:
+            ack = ack_info(msg)
+            pending = ack.pending
+            if ack.delivered > 1:
                 parsed.redelivered += 1
             if msg.headers and REPLAY_HEADER in msg.headers:
                 parsed.replayed.append(msg)
                 continue
             try:
-                parsed.rows.append(LogRow.from_message(stream_sequence(msg), msg.subject, msg.data))
+                parsed.rows.append(LogRow.from_message(ack.stream_seq, msg.subject, msg.data))
                 parsed.to_ack.append(msg)
             except DecodeError as exc:
                 parsed.dead.append((msg, exc.reason))
+        PENDING.set(pending)
         return parsed
 
     async def _commit(self, parsed: _Parsed, stopping: asyncio.Event | None) -> None:

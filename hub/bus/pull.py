@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -118,16 +119,27 @@ class BatchPuller:
         return self._take(batch)
 
 
-def stream_sequence(msg: Msg) -> int:
-    """The stream sequence of a JetStream message, read from its ack subject without building nats-py's metadata
-    object (a datetime and two dataclasses per message, a third of the recorder's parse time).
+@dataclass(frozen=True, slots=True)
+class AckInfo:
+    """What a JetStream message's ack subject says: how often it was delivered, its stream sequence, and how many
+    messages the consumer still had pending after it."""
+
+    delivered: int
+    stream_seq: int
+    pending: int
+
+
+def ack_info(msg: Msg) -> AckInfo:
+    """Read from the ack subject without building nats-py's metadata object (a datetime and two dataclasses per
+    message, a third of the recorder's parse time).
 
     v1: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``;
     v2: ``$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>[.<token>]``.
     """
     tokens = (msg.reply or "").split(".")
     if len(tokens) == 9:
-        return int(tokens[5])
+        return AckInfo(int(tokens[4]), int(tokens[5]), int(tokens[8]))
     if len(tokens) >= 11:
-        return int(tokens[7])
-    return msg.metadata.sequence.stream  # anything else: let nats-py explain
+        return AckInfo(int(tokens[6]), int(tokens[7]), int(tokens[10]))
+    meta = msg.metadata  # anything else: let nats-py explain
+    return AckInfo(meta.num_delivered, meta.sequence.stream, meta.num_pending)
