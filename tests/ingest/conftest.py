@@ -20,10 +20,10 @@ from hub.pbx.callcontrol import CallControlClient
 from hub.pbx.token import TokenProvider
 from hub.pbx.xapi import XapiClient
 from hub.simulator import SimConfig, SimHandle, running_simulator
+from hub.simulator.projection import Outage
 from schemas.codec import parse_event
 from schemas.events import Event
 from tests.helpers import eventually, fresh_bus, wait_until
-from tests.projection import Outage
 
 PBX = "main"
 

@@ -8,9 +8,9 @@ import pytest
 
 from hub.config import IngestConfig
 from hub.simulator import SimConfig
+from hub.simulator.projection import Outage, diff, observed, project
 from schemas import events as e
 from tests.ingest.conftest import IngestRig, ingest_rig
-from tests.projection import Outage, diff, observed, project
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
 

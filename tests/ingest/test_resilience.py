@@ -22,9 +22,9 @@ from hub.bus import connect
 from hub.bus.kv import INGEST_STATE, LEADERS, open_bucket
 from hub.config import IngestConfig
 from hub.simulator import SimConfig, running_simulator
+from hub.simulator.projection import Item, diff, observed, project
 from tests.helpers import eventually, fresh_bus, wait_until
 from tests.ingest.conftest import PBX, IngestRig, adapter_for, collecting, ingest_rig, stream_events
-from tests.projection import Item, diff, observed, project
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
 
