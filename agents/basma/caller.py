@@ -36,7 +36,8 @@ def trim_silence(pcm: bytes, threshold: int = SILENCE_PEAK) -> bytes:
 
 
 class PiperCaller:
-    """A :data:`hub.simulator.Synthesizer`: text in, the caller's 8 kHz speech out (each text rendered once)."""
+    """A :data:`hub.simulator.Synthesizer`: text in, the caller's 8 kHz speech out (each text rendered once, the same
+    on every run)."""
 
     def __init__(self, tts: PiperTts) -> None:
         self._tts = tts
@@ -45,7 +46,7 @@ class PiperCaller:
     def speech(self, text: str) -> bytes:
         """Blocking: the phone-line speech of ``text``."""
         if text not in self._cache:
-            rate, audio = self._tts.render(text)
+            rate, audio = self._tts.render(text, vary=False)
             self._cache[text] = trim_silence(phone_line(np.frombuffer(audio, dtype=np.int16), rate))
         return self._cache[text]
 

@@ -91,11 +91,15 @@ class PiperTts:
         voice = _piper_voice(self._model, self._config)
         return int(voice.config.sample_rate)
 
-    def render(self, text: str) -> tuple[int, bytes]:
-        """The whole of ``text`` at the voice's own rate: (sample rate, s16le mono). Blocking."""
+    def render(self, text: str, *, vary: bool = True) -> tuple[int, bytes]:
+        """The whole of ``text`` at the voice's own rate: (sample rate, s16le mono). Blocking.
+
+        Piper samples noise, so the same text sounds a little different each time (natural for an agent's voice);
+        ``vary=False`` turns the noise off for audio that must be the same on every run (a scripted caller)."""
         with self._lock:
             voice = _piper_voice(self._model, self._config)
-            audio = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
+            config = None if vary else _steady_config()
+            audio = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text, syn_config=config))
             return int(voice.config.sample_rate), audio
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
@@ -103,6 +107,12 @@ class PiperTts:
         pcm = Resampler(rate).push(audio, last=True)
         if pcm:
             yield pcm
+
+
+def _steady_config() -> Any:
+    from piper import SynthesisConfig
+
+    return SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
 
 
 def wav_pcm(data: bytes) -> tuple[int, bytes]:

@@ -39,7 +39,7 @@ fallback: {say: "Let me put you through to reception.", transfer: "100"}
 
 @functools.cache
 def _piper_raw(text: str) -> tuple[int, bytes]:
-    return PiperTts().render(text)
+    return PiperTts().render(text, vary=False)
 
 
 def caller_speech(text: str) -> bytes:

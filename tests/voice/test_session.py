@@ -40,7 +40,7 @@ async def test_barge_in_stops_playback_flushes_the_queue_and_keeps_only_what_was
     session, _, events = session_for(call, audio, whisper, piper, long_policy())
     task = asyncio.create_task(session.run())
     await until(lambda: voiced_ms(audio) >= 1500, "1.5 s of the greeting at the far end")
-    utterance = audio.say(caller_speech("Billing please."), trailing_silence_ms=600)
+    utterance = audio.say(caller_speech("Billing, please."), trailing_silence_ms=600)
     await until(lambda: bool(session.barge_ins), "the barge-in")
     [barge] = session.barge_ins
     assert audio.writer.queued_ms == 0

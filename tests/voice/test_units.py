@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents.basma.caller import PiperCaller
 from agents.basma.errors import MissingExtra, PolicyError, VoiceError
 from agents.basma.g711 import ulaw_decode, ulaw_encode
 from agents.basma.loopback import frames_of
 from agents.basma.policy import load_policy, parse_policy
 from agents.basma.settings import VadConfig
 from agents.basma.text import SentenceSplitter, Spoken, heard_part, wer
-from agents.basma.tts import EspeakTts, offline_tts, wav_pcm
+from agents.basma.tts import EspeakTts, PiperTts, offline_tts, wav_pcm
 from agents.basma.vad import Endpointer, Kind
 from tests.voice.conftest import POLICY, caller_speech
 
@@ -120,3 +121,11 @@ def test_a_wav_from_a_pipe_is_read_even_with_placeholder_sizes() -> None:
     header += (44100).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
     data = header + b"data\xff\xff\xff\xff" + b"\x01\x00" * 10 + b"\x07"
     assert wav_pcm(data) == (22050, b"\x01\x00" * 10)
+
+
+def test_the_scripted_caller_sounds_the_same_on_every_run(piper: PiperTts) -> None:
+    """Piper samples noise: the agent's voice varies, the simulated caller's must not (reproducible tests)."""
+    text = "My internet is broken, I need technical help."
+    assert piper.render(text, vary=False) == piper.render(text, vary=False)
+    assert PiperCaller(piper).speech(text) == PiperCaller(piper).speech(text)
+    assert piper.render(text) != piper.render(text)  # the default voice samples noise
