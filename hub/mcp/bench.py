@@ -9,8 +9,9 @@ part of this figure; the simulator's own bench measures it):
 - mcp http: ``mcp.Client`` over streamable HTTP on loopback with a bearer token -> the same, in both protocol eras.
 
 Headline: mcp-http (2025-11-25) p50 over worker p50 (lower is better): what the facade and its transport add.
-Measured here: the 2026-07-28 HTTP path costs ~50 ms more per tool call than the 2025-11-25 one, in the SDK's
-modern streamable-HTTP exchange (in-process 2026 calls are fast); see the figures.
+The 2026-07-28 path once cost ~45 ms more per tool call: the SDK answers it with separate header and body writes,
+and on a listening socket created without ``IPPROTO_TCP`` the loop left Nagle on, so the body waited for the
+client's delayed ACK (see ``hub.mcp.app.listening_socket``).
 """
 
 from __future__ import annotations

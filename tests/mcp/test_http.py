@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from nats.aio.client import Client as Nats
 
-from hub.mcp.app import http_app, run_http
+from hub.mcp.app import http_app, listening_socket, run_http
 from hub.mcp.http import StoreTokenVerifier, default_origins
 from hub.mcp.tokens import TokenStore
 from tests.mcp.support import RecordingGateway, new_pbx, running_facade, running_worker
@@ -145,3 +147,20 @@ async def test_a_foreign_browser_origin_is_refused(nc: Nats, tmp_path: Path) -> 
     assert refused.status_code == 403
     assert refused.json()["error"] == "forbidden_origin"
     assert "--allow-origin" in refused.json()["error_description"]
+
+
+async def test_accepted_http_connections_have_nagle_off() -> None:
+    """With Nagle on, a response body waits ~40 ms for the client's delayed ACK of the headers (every tool call)."""
+    accepted: asyncio.Queue[int] = asyncio.Queue()
+
+    def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        accepted.put_nowait(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, sock=listening_socket("127.0.0.1", 0))
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(accepted.get(), 5) == 1
+        writer.close()
