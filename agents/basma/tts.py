@@ -73,7 +73,8 @@ class PiperTts:
 
     _lock = threading.Lock()
 
-    def __init__(self, model: Path | None = None, config: Path | None = None) -> None:
+    def __init__(self, model: Path | None = None, config: Path | None = None, *, vary: bool = True) -> None:
+        self.vary = vary  # Piper's sampled noise on (a natural voice) or off (the same audio on every run)
         try:
             import piper  # noqa: F401 - checked here so a missing extra is reported at start-up
         except ImportError:
@@ -91,14 +92,15 @@ class PiperTts:
         voice = _piper_voice(self._model, self._config)
         return int(voice.config.sample_rate)
 
-    def render(self, text: str, *, vary: bool = True) -> tuple[int, bytes]:
+    def render(self, text: str, *, vary: bool | None = None) -> tuple[int, bytes]:
         """The whole of ``text`` at the voice's own rate: (sample rate, s16le mono). Blocking.
 
         Piper samples noise, so the same text sounds a little different each time (natural for an agent's voice);
-        ``vary=False`` turns the noise off for audio that must be the same on every run (a scripted caller)."""
+        ``vary=False`` (or the voice's own ``vary``) turns the noise off for audio that must be the same on every
+        run (a scripted caller, tests that transcribe what was played)."""
         with self._lock:
             voice = _piper_voice(self._model, self._config)
-            config = None if vary else _steady_config()
+            config = None if (self.vary if vary is None else vary) else _steady_config()
             audio = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text, syn_config=config))
             return int(voice.config.sample_rate), audio
 

@@ -161,7 +161,7 @@ async def test_barge_in_stops_the_playout_and_the_dialogue_keeps_what_was_played
     # the dialogue keeps what the simulator played (the cut inside a sentence is an estimate: +- a word or two)
     played = await rig.transcribe(loud_runs(bytes(call.playout.pcm))[0])
     assert abs(len(words(played)) - len(heard)) <= 3, (played, kept.text)
-    assert wer(kept.text, played) <= 0.3, (played, kept.text)
+    assert wer(kept.text, played) * len(heard) <= 3, (played, kept.text)  # at most three words off, in any way
     assert result.dialogue[2].text == "You'd like billing, is that right?"
 
 

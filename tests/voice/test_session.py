@@ -44,7 +44,7 @@ async def test_barge_in_stops_playback_flushes_the_queue_and_keeps_only_what_was
     await until(lambda: bool(session.barge_ins), "the barge-in")
     [barge] = session.barge_ins
     assert audio.writer.queued_ms == 0
-    assert barge.dropped_ms > 3000  # most of a ~10 s greeting was still queued
+    assert barge.dropped_ms > 1000  # queued audio of the ~10 s greeting was flushed (how much: TTS speed vs playout)
     await until(utterance.done.is_set, "the caller's utterance to be sent")
     await until(lambda: len(agent_turns(session.dialogue)) == 2, "the reply to the barge-in")
     audio.hang_up()
