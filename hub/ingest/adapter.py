@@ -473,15 +473,16 @@ class PbxAdapter:
                 self._handling = False
                 continue
             observations += self.tracker.tick(now)
+            if not self._recovering and not lead_stop.is_set():
+                # reads first: they go out while the events are made (opening new calls waits on KV)
+                for read in self.tracker.take_reads(now):
+                    self._start_read(read)
             events = await self.emitter.events(observations) if observations else []
             if isinstance(item, _SnapshotIn):
                 events += self._after_snapshot(item, sum(1 for ev in events if ev.inferred))
             elif isinstance(item, _LinkDown):
                 events.append(self._link_event(e.LinkDisconnected, e.LinkDisconnectedData(reason=item.reason), now))
             self._publish(events, force=isinstance(item, _SnapshotIn))
-            if not self._recovering and not lead_stop.is_set():
-                for read in self.tracker.take_reads(now):
-                    self._start_read(read)
             if now >= next_persist and not self._recovering:
                 self._take_state(persist_queue)
                 next_persist = now + self.config.persist_interval_s
