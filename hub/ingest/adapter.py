@@ -8,9 +8,10 @@ Leadership (D§2): only the holder of the PBX's lease connects to the PBX, fetch
 token per client) and publishes; a standby waits for the lease to expire. At each leadership start the persisted
 state is loaded and the PBX re-read, so a restart or a takeover infers what nobody observed.
 
-REST storms (5xx, 429): a failed read is retried after a pause (the PBX's Retry-After on a 429); a call that began
-and ended while its reads failed is never seen, so once no read is owed any more, the storm's window is reconciled
-from the call history like a websocket outage.
+Legs gone unseen: a failed read (5xx, 429) is retried after a pause (the PBX's Retry-After on a 429); a call that
+began and ended while its reads failed, or whose legs went before their first read, is never seen (3CX's frames
+carry no state). Once no read is owed any more, such a window is reconciled from the call history like a websocket
+outage.
 
 Outbox overflow (NATS down too long): everything not yet acknowledged is forgotten and, once the bus is back, the
 persisted state is reloaded and the PBX re-read: the refused events come back as inferred events with the same ids.
@@ -65,8 +66,8 @@ READS = Counter("ml_ingest_reads_total", "REST reads of participants", ["pbx", "
 
 
 RECONCILE_ATTEMPTS = 8
-STORM_LOOKBACK_S = 60.0
-"""A REST storm's reconciliation window starts this long before its first failed read (the call behind that read
+UNSEEN_LOOKBACK_S = 60.0
+"""A reconciliation window for unseen legs starts this long before the first failed read or unseen leg (the call
 began earlier; calls the hub knows are skipped by the call-id map)."""
 
 
@@ -195,7 +196,8 @@ class PbxAdapter:
         self._history_since: datetime | None = None
         self._recovering = False
         self._handling = False
-        self._storm_since: float | None = None  # the reconciliation window's start, while reads fail
+        self._unseen_since: float | None = None  # the reconciliation window's start, while legs go unseen
+        self._unseen = 0  # the tracker's unseen count already covered by a window
         self._parsed: dict[tuple[str, Any], tuple[dict[str, Any], LegSnapshot]] = {}
         self.registry: CallRegistry
         self.emitter: Emitter
@@ -501,10 +503,14 @@ class PbxAdapter:
             elif isinstance(item, _LinkDown):
                 events.append(self._link_event(e.LinkDisconnected, e.LinkDisconnectedData(reason=item.reason), now))
             self._publish(events, force=isinstance(item, _SnapshotIn))
-            if self._storm_since is not None and not self.tracker.busy:
-                # every read the storm held back is done: what began and ended unseen is in the call history
-                self._reconcile_outage(self._storm_since, now)
-                self._storm_since = None
+            if self.tracker.stats.unseen > self._unseen:
+                self._unseen = self.tracker.stats.unseen
+                if self._unseen_since is None:
+                    self._unseen_since = now - UNSEEN_LOOKBACK_S
+            if self._unseen_since is not None and not self.tracker.busy:
+                # every read owed is done: what began and ended unseen is in the call history
+                self._reconcile_outage(self._unseen_since, now)
+                self._unseen_since = None
             if now >= next_persist and not self._recovering:
                 self._take_state(persist_queue)
                 next_persist = now + self.config.persist_interval_s
@@ -535,8 +541,8 @@ class PbxAdapter:
         if isinstance(item, _ReadIn):
             read = item.read
             if item.error is not None:
-                if isinstance(item.error, PbxRateLimited | PbxUnavailable) and self._storm_since is None:
-                    self._storm_since = item.at - STORM_LOOKBACK_S
+                if isinstance(item.error, PbxRateLimited | PbxUnavailable) and self._unseen_since is None:
+                    self._unseen_since = item.at - UNSEEN_LOOKBACK_S
                 backoff = 0.25
                 if isinstance(item.error, PbxRateLimited):
                     backoff = item.error.retry_after if item.error.retry_after is not None else 1.0
