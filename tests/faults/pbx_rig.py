@@ -162,9 +162,19 @@ def threaded_ingest_rig(
         finally:
             run(manager.__aexit__(None, None, None))
     finally:
+        run(_cancel_the_rest())
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+async def _cancel_the_rest() -> None:
+    """Whatever the rig's clients left running ends here, not in the garbage collector after the loop closed."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 def on_loop(threaded: ThreadedRig, fn: Callable[[], T]) -> T:
