@@ -8,6 +8,11 @@ Leadership (D§2): only the holder of the PBX's lease connects to the PBX, fetch
 token per client) and publishes; a standby waits for the lease to expire. At each leadership start the persisted
 state is loaded and the PBX re-read, so a restart or a takeover infers what nobody observed.
 
+Legs gone unseen: a failed read (5xx, 429) is retried after a pause (the PBX's Retry-After on a 429); a call that
+began and ended while its reads failed, or whose legs went before their first read, is never seen (3CX's frames
+carry no state). Once no read is owed any more, such a window is reconciled from the call history like a websocket
+outage.
+
 Outbox overflow (NATS down too long): everything not yet acknowledged is forgotten and, once the bus is back, the
 persisted state is reloaded and the PBX re-read: the refused events come back as inferred events with the same ids.
 """
@@ -43,7 +48,7 @@ from hub.ingest.wire import FrameError, LegSnapshot, parse_frame, parse_particip
 from hub.logs import bind, get_logger
 from hub.pbx.broker import TokenOwner
 from hub.pbx.callcontrol import CallControlClient
-from hub.pbx.errors import PbxError, PbxForbidden, PbxNotFound, PbxRateLimited
+from hub.pbx.errors import PbxError, PbxForbidden, PbxNotFound, PbxRateLimited, PbxUnavailable
 from hub.pbx.http import tls_context
 from hub.pbx.token import TokenProvider
 from hub.pbx.xapi import Query, XapiClient
@@ -58,6 +63,12 @@ MALFORMED = Counter("ml_ingest_malformed_frames_total", "Websocket frames that c
 FRAMES = Counter("ml_ingest_frames_total", "Websocket frames received", ["pbx"])
 BACKLOG = Gauge("ml_ingest_backlog", "Frames and reads waiting in the adapter's pipeline", ["pbx"])
 READS = Counter("ml_ingest_reads_total", "REST reads of participants", ["pbx", "kind"])
+
+
+RECONCILE_ATTEMPTS = 8
+UNSEEN_LOOKBACK_S = 60.0
+"""A reconciliation window for unseen legs starts this long before the first failed read or unseen leg (the call
+began earlier; calls the hub knows are skipped by the call-id map)."""
 
 
 def new_holder_id() -> str:
@@ -185,6 +196,8 @@ class PbxAdapter:
         self._history_since: datetime | None = None
         self._recovering = False
         self._handling = False
+        self._unseen_since: float | None = None  # the reconciliation window's start, while legs go unseen
+        self._unseen = 0  # the tracker's unseen count already covered by a window
         self._parsed: dict[tuple[str, Any], tuple[dict[str, Any], LegSnapshot]] = {}
         self.registry: CallRegistry
         self.emitter: Emitter
@@ -402,13 +415,20 @@ class PbxAdapter:
 
         async def run() -> None:
             await asyncio.sleep(self.config.reconcile_delay_s)  # the PBX writes history as calls end
-            try:
-                found = await reconciler.window(start, end)
-            except PbxError as exc:
-                log.warning("call-history reconciliation failed", pbx=self.pbx.id, error=str(exc))
+            backoff = Backoff(base_s=0.25, cap_s=5.0)
+            for attempt in range(1, RECONCILE_ATTEMPTS + 1):
+                try:
+                    found = await reconciler.window(start, end)
+                except PbxError as exc:  # the storm may not be over for XAPI: try again, bounded
+                    log.warning("call-history reconciliation failed", pbx=self.pbx.id, error=str(exc),
+                                attempt=attempt)  # fmt: skip
+                    await asyncio.sleep(backoff.next())
+                    continue
+                if found:
+                    log.info("calls reconciled from the call history", pbx=self.pbx.id, calls=found)
                 return
-            if found:
-                log.info("calls reconciled from the call history", pbx=self.pbx.id, calls=found)
+            log.error("call-history reconciliation gave up: calls wholly inside the gap may be missing",
+                      pbx=self.pbx.id, start=start.isoformat(), end=end.isoformat())  # fmt: skip
 
         task = asyncio.create_task(run())
         self._reads.add(task)
@@ -473,15 +493,24 @@ class PbxAdapter:
                 self._handling = False
                 continue
             observations += self.tracker.tick(now)
+            if not self._recovering and not lead_stop.is_set():
+                # reads first: they go out while the events are made (opening new calls waits on KV)
+                for read in self.tracker.take_reads(now):
+                    self._start_read(read)
             events = await self.emitter.events(observations) if observations else []
             if isinstance(item, _SnapshotIn):
                 events += self._after_snapshot(item, sum(1 for ev in events if ev.inferred))
             elif isinstance(item, _LinkDown):
                 events.append(self._link_event(e.LinkDisconnected, e.LinkDisconnectedData(reason=item.reason), now))
             self._publish(events, force=isinstance(item, _SnapshotIn))
-            if not self._recovering and not lead_stop.is_set():
-                for read in self.tracker.take_reads(now):
-                    self._start_read(read)
+            if self.tracker.stats.unseen > self._unseen:
+                self._unseen = self.tracker.stats.unseen
+                if self._unseen_since is None:
+                    self._unseen_since = now - UNSEEN_LOOKBACK_S
+            if self._unseen_since is not None and not self.tracker.busy:
+                # every read owed is done: what began and ended unseen is in the call history
+                self._reconcile_outage(self._unseen_since, now)
+                self._unseen_since = None
             if now >= next_persist and not self._recovering:
                 self._take_state(persist_queue)
                 next_persist = now + self.config.persist_interval_s
@@ -512,7 +541,11 @@ class PbxAdapter:
         if isinstance(item, _ReadIn):
             read = item.read
             if item.error is not None:
-                backoff = 1.0 if isinstance(item.error, PbxRateLimited) else 0.25
+                if isinstance(item.error, PbxRateLimited | PbxUnavailable) and self._unseen_since is None:
+                    self._unseen_since = item.at - UNSEEN_LOOKBACK_S
+                backoff = 0.25
+                if isinstance(item.error, PbxRateLimited):
+                    backoff = item.error.retry_after if item.error.retry_after is not None else 1.0
                 self.tracker.read_failed(read, item.at, backoff_s=backoff,
                                          use_list=isinstance(item.error, PbxForbidden))  # fmt: skip
                 return []

@@ -5,15 +5,20 @@
   path and the resync path give the same id to the same transition;
 - ``seq`` is (leader epoch, per-call counter);
 - a command's correlation id (from the worker's command events) tags the events it causes.
+
+The calls a batch of observations opens are opened together (each new call is one KV create: one after the other,
+a burst of new calls waited a round trip per call before the first event left), then the observations are turned
+into events in their order.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 from hub.config import IngestConfig
-from hub.ingest.calls import CallRecord, CallRegistry
+from hub.ingest.calls import CallRecord, CallRegistry, Opened
 from hub.ingest.hints import CommandHints, Hint
 from hub.ingest.tracker import (
     CallAppeared,
@@ -57,13 +62,29 @@ class Emitter:
         self.hints = hints or CommandHints()
         self.park_orbit = park_orbit
         self.emitted = 0
+        self._opened: dict[int, tuple[CallRecord, Opened]] = {}
 
     async def events(self, observations: list[Observation]) -> list[e.EventBase]:
+        await self._open_new_calls(observations)
         out: list[e.EventBase] = []
-        for obs in observations:
-            out += await self._one(obs)
+        try:
+            for obs in observations:
+                out += await self._one(obs)
+        finally:
+            self._opened.clear()
         self.emitted += len(out)
         return out
+
+    async def _open_new_calls(self, observations: list[Observation]) -> None:
+        """Open at once every call of the batch that first shows up as appearing and is not open yet."""
+        first: dict[int, Observation] = {}
+        for obs in observations:
+            first.setdefault(_callid(obs), obs)
+        new = [cid for cid, obs in first.items() if isinstance(obs, CallAppeared) and self.registry.get(cid) is None]
+        if len(new) < 2:
+            return
+        opened = await asyncio.gather(*(self.registry.open(cid, first[cid].at) for cid in new))
+        self._opened = dict(zip(new, opened, strict=True))
 
     async def _one(self, obs: Observation) -> list[e.EventBase]:
         if isinstance(obs, CallAppeared):
@@ -98,7 +119,8 @@ class Emitter:
     # ------------------------------------------------------------------ calls
 
     async def _call_appeared(self, obs: CallAppeared) -> list[e.EventBase]:
-        record, how = await self.registry.open(obs.callid, obs.at)
+        opened = self._opened.pop(obs.callid, None)
+        record, how = opened if opened is not None else await self.registry.open(obs.callid, obs.at)
         if how in {"new", "recovered"}:
             return [self._event(e.CallCreated, record, None, "created", obs.at, obs.inferred, _created(obs.leg))]
         if how == "resumed":
@@ -203,6 +225,12 @@ class Emitter:
             "inferred": inferred, "correlation_id": hint.correlation_id if hint else None,
             "issued_by": hint.issued_by if hint else None, "data": data,
         })  # fmt: skip
+
+
+def _callid(obs: Observation) -> int:
+    if isinstance(obs, CallAppeared):
+        return obs.callid
+    return obs.last_leg.callid if isinstance(obs, CallGone) else obs.leg.callid
 
 
 def _created(leg: LegSnapshot) -> e.CallCreatedData:

@@ -14,7 +14,9 @@ Reads, bounded and coalesced:
   legs, re-reads of known legs wait up to ``batch_known_s`` (50 ms) to gather into such a list read;
 - every read takes a ticket when it starts; a result older than what was already applied to a participant (a newer
   read, or a Remove frame) is ignored, so a slow read never resurrects a removed leg;
-- a 404 after an Upsert is a removal; an unchanged read emits nothing.
+- a 404 after an Upsert is a removal; an unchanged read emits nothing;
+- a participant gone before any read of it (its Remove or a 404 first) is counted in ``stats.unseen``: 3CX's
+  frames carry no state, so only the call history can tell what it was (the driver reconciles).
 
 Calls: a call appears with its first leg and is gone ``end_grace_s`` after its last visible leg went (a transfer
 removes one leg and adds another: the grace keeps that from ending the call), or at once at a resync.
@@ -119,6 +121,7 @@ class TrackerStats:
     stale_results: int = 0
     dropped_dtmf: int = 0
     read_failures: int = 0
+    unseen: int = 0  # participants gone before any read of them (a Remove, or a 404, first): their state is lost
 
 
 @dataclass
@@ -395,12 +398,15 @@ class Tracker:
         if self._applied.get(entity, 0) > ticket:
             self.stats.stale_results += 1
             return []
+        never_applied = entity not in self._applied
         self._applied[entity] = ticket
         out: list[Observation] = []
         old = self.legs.get(entity)
         if new is None:
             if old is not None:
                 out += self._remove(entity, old, at, inferred)
+            elif never_applied and not inferred:
+                self.stats.unseen += 1
             self.stats.dropped_dtmf += len(self._pending_dtmf.pop(entity, []))
             return out
         if old is new:  # the adapter reuses the snapshot of an unchanged participant

@@ -5,8 +5,10 @@ PbxError (code: one of D§7's error codes, reason: the PBX's reasontext when it 
 ├── PbxForbidden      403: the DN is outside the API integration's scope
 ├── PbxNotFound       404: unknown or gone participant, device or DN
 ├── PbxInvalidState   422: the action does not fit the leg's state or device
-├── PbxRateLimited    429
+├── PbxRateLimited    429 (``retry_after``: the PBX's Retry-After, in seconds, when it gave one)
 └── PbxUnavailable    5xx, timeouts, refused connections
+
+``refused``: the PBX answered 429 or 503, so it did not carry the request out; such a request may be sent again.
 """
 
 from __future__ import annotations
@@ -19,10 +21,18 @@ from schemas.common import ErrorCode
 class PbxError(Exception):
     code = ErrorCode.PBX_UNAVAILABLE
 
-    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, reason: str | None = None, retry_after: float | None = None
+    ) -> None:
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
         super().__init__(message)
+
+    @property
+    def refused(self) -> bool:
+        """The PBX said it did not carry the request out (429 Too Many Requests, 503 Service Unavailable)."""
+        return self.status in REFUSED
 
 
 class PbxUnauthorized(PbxError):
@@ -49,6 +59,8 @@ class PbxUnavailable(PbxError):
     code = ErrorCode.PBX_UNAVAILABLE
 
 
+REFUSED = frozenset({429, 503})
+
 _BY_STATUS: dict[int, type[PbxError]] = {
     401: PbxUnauthorized,
     403: PbxForbidden,
@@ -58,9 +70,21 @@ _BY_STATUS: dict[int, type[PbxError]] = {
 }
 
 
-def from_status(status: int, reason: str | None, what: str) -> PbxError:
+def from_status(status: int, reason: str | None, what: str, *, retry_after: float | None = None) -> PbxError:
     cls = _BY_STATUS.get(status, PbxUnavailable if status >= 500 else PbxInvalidState)
-    return cls(f"{what}: PBX answered {status}" + (f" ({reason})" if reason else ""), status=status, reason=reason)
+    message = f"{what}: PBX answered {status}" + (f" ({reason})" if reason else "")
+    return cls(message, status=status, reason=reason, retry_after=retry_after)
+
+
+def retry_after(value: str | None) -> float | None:
+    """A Retry-After header in seconds (RFC 9110 delay-seconds; an HTTP date or garbage gives None)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def unreachable(what: str, exc: BaseException) -> PbxUnavailable:

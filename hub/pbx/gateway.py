@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from hub.config import PbxConfig
-from hub.pbx.callcontrol import CallControlClient
+from hub.pbx.callcontrol import CallControlClient, retrying_until
 from hub.pbx.errors import PbxError, PbxNotFound
 from hub.pbx.xapi import XapiClient, parse_duration
 from hub.worker.gateway import CommandFailure
@@ -41,8 +41,10 @@ class CallControlGateway:
         self._call_id_of = call_id_of  # (pbx, 3CX callid) -> the hub's call_id, from ingest's call-id map
 
     async def execute(self, command: c.CommandBase) -> dict[str, Any]:
+        """A request the PBX refuses (429, 503) is tried again until the command's deadline, never one it took."""
         try:
-            return await self._execute(command)
+            with retrying_until(command.deadline.timestamp()):
+                return await self._execute(command)
         except PbxError as exc:
             raise CommandFailure(exc.code, str(exc), pbx_reason=exc.reason) from None
 

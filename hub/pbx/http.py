@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,6 +53,9 @@ class RestResponse(Protocol):
 
     @property
     def content(self) -> bytes: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     @property
     def text(self) -> str: ...

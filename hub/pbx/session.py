@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json as jsonlib
 import ssl
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -33,6 +34,7 @@ class Answer:
 
     status_code: int
     content: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -90,7 +92,7 @@ class RestSession:
             async with self._session.request(
                 method, self._base + url, data=body, headers=sent, allow_redirects=False, timeout=self._timeout
             ) as response:
-                return Answer(response.status, await response.read())
+                return Answer(response.status, await response.read(), response.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _as_httpx(exc, httpx.Request(method, self._base + url)) from exc
 

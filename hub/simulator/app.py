@@ -374,6 +374,15 @@ class Simulator:
             connection.close()
         return len(connections)
 
+    def send_raw(self, frames: list[str | bytes]) -> int:
+        """Queue raw frames on every open websocket (fault injection); returns how many connections got them."""
+        connections = [c for c in self._connections if not c.closing]
+        for connection in connections:
+            for frame in frames:
+                self.frames_sent += 1
+                connection.queue.put_nowait(frame)
+        return len(connections)
+
     async def drop_websockets(self) -> int:
         return self.close_websockets()
 
@@ -418,7 +427,7 @@ class _Connection:
         self.authorization = authorization
         self.sequence = 0
         self.closing = False
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self.held: list[str] = []
 
     def push(
@@ -454,7 +463,10 @@ class _Connection:
                     with contextlib.suppress(Exception):
                         await self.websocket.close(code=1001)
                     return
-                await self.websocket.send_text(frame)
+                if isinstance(frame, bytes):
+                    await self.websocket.send_bytes(frame)
+                else:
+                    await self.websocket.send_text(frame)
         except (WebSocketDisconnect, RuntimeError):
             return
         finally:

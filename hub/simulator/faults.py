@@ -7,7 +7,8 @@
 - ``latency``: delay REST requests under ``paths`` by ``delay_s`` for ``count`` requests or ``seconds``;
 - ``revoke_tokens``: every issued token stops working (a new grant works again);
 - ``duplicate_events``: the next ``count`` websocket frames are each sent twice, same sequence number;
-- ``reorder_events``: the next ``count`` groups of ``window`` frames are delivered in reverse order.
+- ``reorder_events``: the next ``count`` groups of ``window`` frames are delivered in reverse order;
+- ``malformed_frames``: send these raw frames (text or binary, anything at all) on every open websocket now.
 
 Every fault is journalled when injected (``phase: injected``) and each time it acts (``phase: applied``), so a test
 can measure recovery from the injection to the hub's next good event. Driving: the Python API (``SimHandle.faults``),
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 FaultKind = Literal[
     "drop_websockets", "refuse_websockets", "rest_errors", "latency", "revoke_tokens", "duplicate_events",
-    "reorder_events",
+    "reorder_events", "malformed_frames",
 ]  # fmt: skip
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 
@@ -152,6 +153,13 @@ class Faults:
             raise ValueError(f"reorder_events: window must be at least 2 frames, not {window}")
         self.reorder = EventFault(_budget(self._now(), count, None, "reorder_events"), window)
         self._journal("reorder_events", "injected", count=count, window=window)
+
+    def malformed_frames(self, *, frames: list[str | bytes]) -> int:
+        """Queue ``frames`` as they are (after whatever is already queued) on every open websocket; returns how many
+        connections got them."""
+        sent = self._sim.send_raw(frames)
+        self._journal("malformed_frames", "injected", frames=len(frames), connections=sent)
+        return sent
 
     def clear(self) -> None:
         """End every fault still active (a dropped socket or a revoked token stays as it is)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,17 +128,22 @@ async def stream_events(nc: Client) -> list[Event]:
     return out
 
 
-def adapter_for(nc: Client, sim: SimHandle, http: httpx.AsyncClient, config: IngestConfig | None) -> PbxAdapter:
+def adapter_for(
+    nc: Client, sim: SimHandle, http: httpx.AsyncClient, config: IngestConfig | None, *, sim_clock: bool = False
+) -> PbxAdapter:
+    """``sim_clock``: the adapter reads the simulator's clock (an accelerated run: call ends, pauses and
+    reconciliation windows in the PBX's time)."""
     pbx = PbxConfig(id=PBX, base_url=sim.base_url, client_id=sim.config.client_id,
                     client_secret=sim.config.client_secret)  # fmt: skip
     tokens = TokenProvider(http, pbx.client_id, pbx.secret())
     return PbxAdapter(nc, pbx, CallControlClient(http, tokens), tokens, xapi=XapiClient(http, tokens),
-                      config=config or IngestConfig(call_end_grace_s=0.2))  # fmt: skip
+                      config=config or IngestConfig(call_end_grace_s=0.2),
+                      clock=sim.sim.clock if sim_clock else time.time)  # fmt: skip
 
 
 @contextlib.asynccontextmanager
 async def ingest_rig(
-    nats_url: str, sim_config: SimConfig | None = None, config: IngestConfig | None = None
+    nats_url: str, sim_config: SimConfig | None = None, config: IngestConfig | None = None, *, sim_clock: bool = False
 ) -> AsyncIterator[IngestRig]:
     nc = await connect(nats_url, name="test-ingest")
     await fresh_bus(nc.jetstream())
@@ -146,7 +152,7 @@ async def ingest_rig(
         httpx.AsyncClient(base_url=sim.base_url) as http,
         collecting(nc) as stream,
     ):
-        adapter = adapter_for(nc, sim, http, config)
+        adapter = adapter_for(nc, sim, http, config, sim_clock=sim_clock)
         stopping = asyncio.Event()
         task = asyncio.create_task(adapter.run(stopping))
         try:

@@ -103,6 +103,19 @@ def test_a_404_after_an_upsert_is_a_removal() -> None:
     assert kinds(t.tick(1)) == ["CallGone"]
 
 
+def test_a_leg_gone_before_its_first_read_is_counted_unseen_once() -> None:
+    t = Tracker(end_grace_s=0)
+    t.frame(up("101", 5), 0)
+    assert t.frame(Frame("remove", dn="101", participant_id=5), 0) == []  # went before any read
+    t.frame(Frame("remove", dn="101", participant_id=5), 0)  # a duplicate Remove is nothing new
+    t.frame(up("101", 6), 1)
+    assert t.read_done(t.take_reads(1)[0], None, 1) == []  # a 404 on the first read: gone unseen too
+    t.frame(up("101", 7), 2)
+    t.read_done(t.take_reads(2)[0], leg(7, "Ringing"), 2)
+    assert kinds(t.frame(Frame("remove", dn="101", participant_id=7), 3)) == ["LegRemoved"]  # seen: not unseen
+    assert t.stats.unseen == 2
+
+
 def test_a_slow_read_never_resurrects_a_removed_leg() -> None:
     t = Tracker(end_grace_s=0)
     t.frame(up("101", 5), 0)

@@ -147,7 +147,7 @@ async def test_a_failed_route_goes_to_the_fallback(nc: Client, tmp_path: Path) -
             call = hub.sim.engine.place_call("+15550101", ROUTE_POINT)
             pid = hub.sim.route_point_leg(call.callid).id
             hub.sim.faults.rest_errors(
-                status=503, count=1, paths=f"/callcontrol/{ROUTE_POINT}/participants/{pid}/transferto"
+                status=500, count=1, paths=f"/callcontrol/{ROUTE_POINT}/participants/{pid}/transferto"
             )
             await wait_until(lambda: _ringing(hub, "100"), what="the safe route to ring")
             [first, fallback] = await decisions(hub)
