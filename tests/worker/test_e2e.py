@@ -12,6 +12,7 @@ import httpx
 import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from hub.bus import connect, ensure_streams
 from hub.bus.kv import CALL_IDS, open_bucket
@@ -29,7 +30,7 @@ from schemas.codec import parse_event
 from schemas.common import ErrorCode, LegRef
 from schemas.events import CommandAccepted, CommandSucceeded
 from schemas.identity import new_call_id
-from tests.helpers import fresh_bus
+from tests.helpers import fresh_bus, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
 
@@ -252,6 +253,14 @@ async def test_masterlinc_worker_runs_as_a_service_against_the_simulator(nats_se
     await nc.close()
 
 
+async def _has_consumer(nc: Client, name: str) -> bool:
+    try:
+        await nc.jetstream().consumer_info(subjects.COMMANDS_STREAM, name)
+    except NotFoundError:
+        return False
+    return True
+
+
 async def test_a_worker_killed_after_its_pbx_call_never_causes_a_second_call(nats_server: str) -> None:
     """SIGKILL between the PBX call and the ack: the next worker sees the in-flight marker, waits out the deadline,
     reconciles from PBX state, and answers; the simulator's journal shows one drop."""
@@ -276,16 +285,22 @@ async def test_a_worker_killed_after_its_pbx_call_never_causes_a_second_call(nat
         sim.engine.place_call("+15550100", "800")
         [leg] = sim.engine.participants("800")
         target = LegRef(dn="800", participant_id=leg.id)
-        deadline = utcnow() + timedelta(seconds=3)
-        drop = c.Drop(pbx_id="main", issued_by="agent:test", call_id=new_call_id(), leg=target, deadline=deadline)
         client = CommandClient(nc)
         cmd = [sys.executable, "-m", "hub.cli", "worker"]
         with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) as doomed:  # noqa: ASYNC220
             assert doomed.stdout is not None
-            waiting = asyncio.create_task(client.send(drop, wait=30))
-            line = await anyio.to_thread.run_sync(doomed.stdout.readline)
-            assert line.strip() == f"called {drop.command_id}"
-            doomed.send_signal(signal.SIGKILL)  # the PBX call happened; no result stored, no ack
+            try:
+                await wait_until(lambda: _has_consumer(nc, "ml-worker-main"), timeout=30, what="the worker's consumer")
+                # the deadline counts from a running worker (a slow start on a loaded box must not expire it)
+                deadline = utcnow() + timedelta(seconds=3)
+                drop = c.Drop(pbx_id="main", issued_by="agent:test", call_id=new_call_id(), leg=target,
+                              deadline=deadline)  # fmt: skip
+                waiting = asyncio.create_task(client.send(drop, wait=30))
+                with anyio.fail_after(20):
+                    line = await anyio.to_thread.run_sync(doomed.stdout.readline, abandon_on_cancel=True)
+                assert line.strip() == f"called {drop.command_id}"
+            finally:
+                doomed.send_signal(signal.SIGKILL)  # the PBX call happened; no result stored, no ack
         assert sum(1 for e in sim.journal.of("request") if str(e.detail["path"]).endswith("/drop")) == 1
 
         pbx = PbxConfig(id="main", base_url=sim.base_url, client_id="800", client_secret="sim-secret")
