@@ -61,7 +61,7 @@ def transitions_once(
     if not problems:
         return Verdict("every observed transition once in the log", True, f"{total} transitions")
     lines = problems.splitlines()
-    shown = "\n  ".join(lines[:12]) + (f"\n  ... {len(lines) - 12} more" if len(lines) > 12 else "")
+    shown = "\n  ".join(lines[:12] + [line for line in lines[12:] if line.startswith("extra")][:6])
     return Verdict("every observed transition once in the log", False, f"{len(lines)} differences:\n  {shown}")
 
 
