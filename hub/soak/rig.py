@@ -59,6 +59,7 @@ class HubRig:
     nc: Client
     store: EventStore
     http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=1.0))
+    cuts: list[int] = field(default_factory=list)  # journal indices where ingest was killed (link cut)
 
     # ------------------------------------------------------------------ processes
 
@@ -76,6 +77,8 @@ class HubRig:
         return out
 
     async def kill(self, name: str) -> None:
+        if name == "ingest":
+            self.cuts.append(len(self.sim.journal.entries))
         await self.sup.kill(self.service(name))
 
     def start(self, name: str) -> None:
@@ -145,25 +148,27 @@ class HubRig:
                   if line.startswith(metric) and not line.startswith("#")]  # fmt: skip
         return sum(values) if values else None
 
-    async def settled(self) -> bool:
-        """Ingest has read every frame and published everything; the recorder filed the whole stream."""
-        frames = await self.metric("ingest", "ml_ingest_frames_total")
+    async def settled(self) -> tuple[int, int] | None:
+        """Ingest holds nothing (outbox and pipeline empty, no call left in the simulator) and the recorder filed
+        the whole stream: (frames the simulator sent, events in the stream), else None."""
         held = await self.metric("ingest", "ml_ingest_outbox_events")
         backlog = await self.metric("ingest", "ml_ingest_backlog")
-        if frames is None or frames < self.sim.sim.frames_sent or held != 0 or backlog:
-            return False
-        if self.sim.engine.calls:
-            return False
+        if held != 0 or backlog != 0 or self.sim.engine.calls:
+            return None
         messages, lag, logged = await self.stream_messages(), await self.lag(), await self.logged()
-        return lag == 0 and messages is not None and messages == logged
+        if lag == 0 and messages is not None and messages == logged:
+            return self.sim.sim.frames_sent, messages
+        return None
 
     async def wait_settled(self, within_s: float = 60.0) -> None:
-        """Settled twice, ``END_GRACE_S`` * 3 apart (a call's end waits for its grace)."""
+        """Settled twice, ``END_GRACE_S`` * 3 apart, with nothing sent or published in between (a call's end
+        waits for its grace; ingest's frame counter restarts with the process, so it is not compared)."""
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
-            if await self.settled():
+            first = await self.settled()
+            if first is not None:
                 await asyncio.sleep(END_GRACE_S * 3)
-                if await self.settled():
+                if await self.settled() == first:
                     return
             await asyncio.sleep(0.2)
         raise TimeoutError(f"the hub did not settle in {within_s:.0f} s: lag {await self.lag()}, "

@@ -11,7 +11,15 @@ import pytest
 
 from hub.natsd import free_port
 from hub.soak.faults import Injected
-from hub.soak.invariants import Verdict, commands_once, event_ids_once, failed, recovered, transitions_once
+from hub.soak.invariants import (
+    Verdict,
+    commands_once,
+    event_ids_once,
+    failed,
+    inferred_only_hidden,
+    recovered,
+    transitions_once,
+)
 from hub.soak.rig import END_GRACE_S, HubRig, running_hub
 from tests.helpers import PrivatePostgres, private_postgres
 
@@ -30,7 +38,8 @@ async def judge(rig: HubRig, injected: list[Injected]) -> list[Verdict]:
     events = await rig.log_events()
     entries = rig.sim.journal.entries
     verdicts = [
-        transitions_once(entries, rig.sim.config.visible, events, end_grace_s=END_GRACE_S),
+        transitions_once(entries, rig.sim.config.visible, events, end_grace_s=END_GRACE_S, cuts=rig.cuts),
+        inferred_only_hidden(entries, events, cuts=rig.cuts),
         event_ids_once(e.event_id for e in events),
         commands_once(entries),
         recovered([i.recovery for i in injected], within_s=30),

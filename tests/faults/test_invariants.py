@@ -12,6 +12,7 @@ from hub.soak.invariants import (
     commands_once,
     event_ids_once,
     failed,
+    inferred_only_hidden,
     outages_of,
     recovered,
     transitions_once,
@@ -69,8 +70,22 @@ def test_an_outage_is_read_from_the_journal_and_expects_the_net_difference_infer
     live = [_event("created", leg=False), _event("ringing")]
     ok = transitions_once(j.entries, _visible, [*live, _event("answered", inferred=True)], end_grace_s=0.5)
     assert ok.ok, ok.detail
-    not_inferred = transitions_once(j.entries, _visible, [*live, _event("answered")], end_grace_s=0.5)
-    assert not not_inferred.ok
+    assert inferred_only_hidden(j.entries, [*live, _event("answered", inferred=True)]).ok
+
+
+def test_an_inferred_event_outside_any_outage_fails() -> None:
+    events = [*_faithful()[:2], _event("answered", inferred=True), *_faithful()[3:]]
+    assert transitions_once(_journal().entries, _visible, events, end_grace_s=0.5).ok  # once, whatever the flag
+    verdict = inferred_only_hidden(_journal().entries, events)
+    assert not verdict.ok and "[1]" in verdict.detail
+
+
+def test_a_cut_opens_an_outage_before_the_simulator_saw_the_socket_close() -> None:
+    j = _journal()
+    j.add(3.0, "ws", detail={"action": "closed"})
+    j.add(3.1, "request", detail={"method": "GET", "path": "/callcontrol", "status": 200})
+    assert outages_of(j.entries, cuts=[1]) == [Outage(1, 4)]
+    assert outages_of(j.entries) == [Outage(3, 4)]
 
 
 def test_an_outage_still_open_at_the_end_hides_the_rest_of_the_journal() -> None:
