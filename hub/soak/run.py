@@ -59,6 +59,7 @@ async def _sample(rig: HubRig, started: float, fault: str) -> Sample:
 async def soak(
     data_dir: Path, db_url: str, *, minutes: float, rate: float, fault_every_s: float, sample_every_s: float = 5.0,
     check_memory: bool = True, settings: Settings | None = None, echo: Callable[[str], None] = print,
+    settle_within_s: float = 120.0,
 ) -> SoakReport:  # fmt: skip
     report = SoakReport()
     async with running_hub(data_dir, db_url, settings=settings) as rig:
@@ -72,7 +73,8 @@ async def soak(
             while not stop.is_set():
                 sample = await _sample(rig, started, current)
                 report.samples.append(sample)
-                echo(f"{sample.at_s:6.0f}s lag {sample.lag} logged {sample.logged} {sample.fault}")
+                rss = " ".join(f"{name}={kib // 1024}M" for name, kib in sample.rss_kib.items())
+                echo(f"{sample.at_s:6.0f}s lag {sample.lag} logged {sample.logged} {rss} {sample.fault}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), sample_every_s)
 
@@ -94,7 +96,10 @@ async def soak(
                     report.injected.append(await inject())
                     current = ""
                     n += 1
-            await rig.wait_settled(within_s=120)
+            try:
+                await rig.wait_settled(within_s=settle_within_s)
+            except TimeoutError as exc:  # reported with the rest: the samples must not be lost
+                report.verdicts.append(Verdict("settled after the traffic", False, str(exc)))
         finally:
             stop.set()
             await sampling
@@ -103,7 +108,7 @@ async def soak(
         events = await rig.log_events()
         report.logged = len(events)
         entries = rig.sim.journal.entries
-        report.verdicts = [
+        report.verdicts += [
             transitions_once(entries, rig.sim.config.visible, events, end_grace_s=END_GRACE_S, cuts=rig.cuts),
             inferred_only_hidden(entries, events, cuts=rig.cuts),
             event_ids_once(e.event_id for e in events),

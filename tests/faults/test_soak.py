@@ -17,7 +17,7 @@ async def test_a_two_minute_soak_with_rotating_faults_keeps_every_invariant_and_
     tmp_path: Path, postgres_url: str
 ) -> None:
     report = await soak(tmp_path, postgres_url, minutes=2, rate=100, fault_every_s=15, sample_every_s=2,
-                        check_memory=False)  # fmt: skip
+                        check_memory=False, settle_within_s=60)  # fmt: skip
     print(report.text())
     assert report.ok, "\n".join(v.line() for v in report.verdicts if not v.ok)
     assert {name for name, _ in report.faults_at} >= {"nats", "recorder", "ingest", "worker", "coordinator"}
