@@ -30,10 +30,10 @@ async def test_nats_killed_five_times_mid_stream_recovers_each_time_and_loses_no
     tmp_path: Path, postgres_url: str
 ) -> None:
     async with hub(tmp_path, postgres_url) as rig:
-        async with load(rig.sim, events_per_s=RATE, seconds=8) as traffic:
+        async with load(rig.sim, events_per_s=RATE, seconds=6) as traffic:
             injected = []
             for n in range(5):  # a long run once stalled ingest after the 4th restart
-                await traffic.placed(3 + 8 * n)
+                await traffic.placed(3 + 6 * n)
                 injected.append(await kill_nats(rig))
         assert_holds(await judge(rig, injected))
         assert rig.nats.alive() and len(injected) == 5
