@@ -220,8 +220,9 @@ async def running_hub(
                     sup.start(service)
                 await rig.wait_ready(ready_within_s)
                 yield rig
-            finally:
-                await sup.stop_all(grace_s=10.0)
+            finally:  # judged already: no ordered stop needed, and one slow service must not hold up the rest
+                await asyncio.gather(*(sup.stop(s, grace_s=5.0) for s in sup.services))
+                await sup.stop_all(grace_s=1.0)
                 await rig.http.aclose()
                 with contextlib.suppress(Exception):
                     await nc.close()
