@@ -246,6 +246,29 @@ def bench(
         render_table(results)
 
 
+@app.command("soak")
+def soak(
+    minutes: Annotated[float, typer.Option(help="How long the traffic runs")] = 30.0,
+    rate: Annotated[float, typer.Option(help="Events per second from the simulator's load driver")] = 200.0,
+    fault_every: Annotated[float, typer.Option(help="Seconds between two faults (they rotate)")] = 60.0,
+    database_url: Annotated[
+        str | None, typer.Option(help="An empty event log to use (default: SQLite in a fresh directory)")
+    ] = None,
+    check_memory: Annotated[bool, typer.Option(help="Fail when a process's RSS trends up")] = True,
+) -> None:
+    """Run the whole hub as processes under load with a rotating fault; print samples and the invariants' verdict."""
+    import tempfile
+
+    from hub.soak.run import run_soak
+
+    settings = settings_or_exit()
+    data_dir = Path(tempfile.mkdtemp(prefix="ml-soak-"))
+    typer.echo(f"soak: {minutes} min at {rate} events/s, a fault every {fault_every} s; data in {data_dir}", err=True)
+    raise typer.Exit(asyncio.run(run_soak(settings, minutes=minutes, rate=rate, fault_every_s=fault_every,
+                                          data_dir=data_dir, database_url=database_url,
+                                          check_memory=check_memory)))  # fmt: skip
+
+
 # --------------------------------------------------------------------------- services
 
 

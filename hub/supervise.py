@@ -74,6 +74,7 @@ class Supervisor:
     def start(self, service: Service) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         service.log_path = self.logs_dir / f"{service.name}.log"
+        self._close_log(service)  # a restart reopens the log: the previous handle must not leak
         service._log = service.log_path.open("ab")
         env = {**self.base_env, **service.env}
         service.process = subprocess.Popen(  # noqa: S603 - our own CLI, with this interpreter
@@ -124,9 +125,26 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await asyncio.to_thread(proc.wait)
+        self._close_log(service)
+        return proc.returncode
+
+    async def kill(self, service: Service) -> int | None:
+        """SIGKILL the service's process group at once (a crash, for fault tests); :meth:`start` runs it again."""
+        proc = service.process
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await asyncio.to_thread(proc.wait)
+        self._close_log(service)
+        return proc.returncode
+
+    @staticmethod
+    def _close_log(service: Service) -> None:
         if service._log is not None:
             service._log.close()
-        return proc.returncode
+            service._log = None
 
     async def stop_all(self, grace_s: float = 10.0) -> None:
         for service in reversed(self.services):

@@ -14,6 +14,7 @@ Two buckets:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Callable
@@ -28,6 +29,10 @@ from hub.logs import get_logger
 from schemas.identity import new_call_id
 
 log = get_logger(__name__)
+
+KV_TIMEOUT_S = 1.0
+"""A call-id create or lookup gives up after this long (JetStream's 5 s default stalled every new call while NATS
+was frozen or going away): the call then takes a new id and its events wait in the outbox with it."""
 
 Opened = Literal["new", "known", "recovered", "reappeared", "resumed"]
 """How a call's record was found: ``recovered`` = its id was saved but not its state (its first events may never
@@ -183,7 +188,7 @@ class CallRegistry:
         if self._ids is None or not self._online():
             return False
         try:
-            await self._ids.create(self._key(record.callid), record.id_json())
+            await asyncio.wait_for(self._ids.create(self._key(record.callid), record.id_json()), KV_TIMEOUT_S)
         except KeyWrongLastSequenceError:
             return False  # an entry exists: the caller reads it
         except Exception as exc:
@@ -195,7 +200,7 @@ class CallRegistry:
         if self._ids is None or not self._online():
             return None  # the bus is down: a new id, whose events wait in the outbox with it
         try:
-            entry = await self._ids.get(self._key(callid))
+            entry = await asyncio.wait_for(self._ids.get(self._key(callid)), KV_TIMEOUT_S)
         except KeyNotFoundError:
             return None
         except Exception as exc:  # the bus is down: a new id; the events wait in the outbox with it

@@ -32,6 +32,7 @@ log = get_logger(__name__)
 
 PUBLISHED = Counter("ml_ingest_events_published_total", "Events acknowledged by JetStream", ["pbx"])
 HELD = Gauge("ml_ingest_outbox_events", "Events waiting in the outbox", ["pbx"])
+ACK_POLL_S = 0.1  # how often a wait for acks checks that its connection is still the same one
 OVERFLOWS = Counter("ml_ingest_outbox_overflows_total", "Times the outbox was full (a resync follows)", ["pbx"])
 
 
@@ -163,13 +164,34 @@ class Outbox:
 
     async def _publish(self, batch: list[Pending]) -> None:
         futures: list[asyncio.Future[PubAck]] = []
+        reconnects = self._nc.stats["reconnects"]
         try:
             for item in batch:
                 futures.append(await self._js.publish_async(item.subject, item.payload, headers={MSG_ID: item.msg_id}))
-            acks = await asyncio.wait_for(asyncio.gather(*futures), self.ack_wait_s)
+            acks = await self._acks(futures, reconnects)
         finally:
             for future in futures:  # a lost ack must not hold a slot of nats-py's pending semaphore forever
                 if not future.done():
                     future.cancel()
         self.published += len(acks)
         self.duplicates += sum(1 for ack in acks if ack.duplicate)
+
+    async def _acks(self, futures: list[asyncio.Future[PubAck]], reconnects: int) -> list[PubAck]:
+        """The batch's acks; a lost connection ends the wait at once (the acks of a dead connection never come:
+        the batch is published again on the new one, deduplicated by its ids), else ``ack_wait_s``."""
+        gathered = asyncio.gather(*futures)
+        deadline = asyncio.get_running_loop().time() + self.ack_wait_s
+        try:
+            while True:
+                done, _ = await asyncio.wait({gathered}, timeout=ACK_POLL_S)
+                if done:
+                    return gathered.result()
+                if not self._nc.is_connected or self._nc.stats["reconnects"] != reconnects:
+                    raise ConnectionError("the connection was lost before the batch was acknowledged")
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise TimeoutError(f"no ack within {self.ack_wait_s} s")
+        finally:
+            if not gathered.done():
+                gathered.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await gathered  # retrieved: no "exception was never retrieved" at shutdown

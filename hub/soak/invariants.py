@@ -1,0 +1,137 @@
+"""The invariants every fault run is judged by (D§4), computed from the simulator's ground-truth journal and the
+event log; each check returns a :class:`Verdict` so a run can report all of them, not only the first that failed.
+
+- ``transitions_once``: every transition the hub could observe is in the log exactly once (the shared projection,
+  :mod:`hub.simulator.projection`); websocket outages are read from the journal itself (a ``ws closed`` entry up to
+  the hub's next re-read of ``/callcontrol``), so a fault that drops the link is judged as D§4 says.
+- ``inferred_only_hidden``: an event is marked inferred only for a call changed inside an outage.
+- ``event_ids_once``: no event id twice in the log.
+- ``commands_once``: no command executed twice on the PBX: no call-control action (``POST .../participants/<id>/
+  <action>``) succeeded twice on one participant (a worker taking over an in-flight command must reconcile, D§8).
+- ``recovered``: every fault recovered without manual action, within a bound.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hub.simulator.projection import Item, Outage, observed, project
+
+ACTION_PATH = re.compile(r"/participants/\d+/(?P<action>[a-z_]+)$")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    ok: bool
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{'PASS' if self.ok else 'FAIL'} {self.name}" + (f": {self.detail}" if self.detail else "")
+
+
+def outages_of(entries: Sequence[Any], cuts: Iterable[int] = ()) -> list[Outage]:
+    """The windows hidden from the hub: from each websocket close (or each ``cut``: the journal index where ingest
+    was killed, before the simulator noticed the socket gone) to the next ``GET /callcontrol`` (the re-read)."""
+    opening = set(cuts)
+    found: list[Outage] = []
+    start: int | None = None
+    for entry in entries:
+        if start is None and (entry.index in opening
+                              or (entry.kind == "ws" and entry.detail.get("action") == "closed")):  # fmt: skip
+            start = entry.index
+        elif (start is not None and entry.kind == "request" and entry.detail.get("path") == "/callcontrol"
+              and entry.detail.get("method", "GET") == "GET"):  # fmt: skip
+            found.append(Outage(start, entry.index))
+            start = None
+    if start is not None:
+        found.append(Outage(start, len(entries)))
+    return found
+
+
+def _plain(items: Counter[Item]) -> Counter[tuple[object, ...]]:
+    return Counter({item[:-1]: n for item, n in items.items()})
+
+
+def transitions_once(
+    entries: Sequence[Any], visible: Callable[[str], bool], events: Iterable[Any], *, end_grace_s: float,
+    cuts: Iterable[int] = (), with_history: bool = True,
+) -> Verdict:  # fmt: skip
+    """Each projected transition exactly once (live or rebuilt: the flag is judged by :func:`inferred_only_hidden`,
+    since a crash loses what ingest had read but not yet published, which the resync then rebuilds, inferred)."""
+    expected = project(entries, visible, outages=outages_of(entries, cuts), end_grace_s=end_grace_s,
+                       with_history=with_history)  # fmt: skip
+    want, got = _plain(expected), _plain(observed(events))
+    missing, extra = want - got, got - want
+    name = "every observed transition once in the log"
+    if not missing and not extra:
+        return Verdict(name, True, f"{sum(want.values())} transitions")
+    lines = [f"missing {k} x{n}" for k, n in sorted(missing.items(), key=str)]
+    lines += [f"extra   {k} x{n}" for k, n in sorted(extra.items(), key=str)]
+    shown = "\n  ".join(lines[:12] + [line for line in lines[12:] if line.startswith("extra")][:6])
+    return Verdict(name, False, f"{len(lines)} differences:\n  {shown}")
+
+
+def inferred_only_hidden(
+    entries: Sequence[Any], events: Iterable[Any], *, cuts: Iterable[int] = (), slack_s: float = 2.0
+) -> Verdict:
+    """An event marked inferred only for a call the journal shows changing inside an outage (or up to ``slack_s``
+    before one began: read by ingest, lost in its crash); every other transition was seen live."""
+    cuts = list(cuts)
+    hidden: set[int] = set()
+    for outage in outages_of(entries, cuts):
+        since = entries[outage.start].at - slack_s if outage.start < len(entries) else float("inf")
+        hidden |= {e.callid for e in entries[: outage.end] if e.kind == "state" and e.callid is not None
+                   and (e.index >= outage.start or e.at >= since)}  # fmt: skip
+    wrong = sorted({item[0] for item, n in observed(events).items() if item[-1] and item[0] not in hidden})
+    if not wrong:
+        return Verdict("inferred only for what an outage hid", True)
+    return Verdict("inferred only for what an outage hid", False, f"calls {wrong[:10]} inferred outside any outage")
+
+
+def event_ids_once(event_ids: Iterable[object]) -> Verdict:
+    counts = Counter(event_ids)
+    twice = {k: n for k, n in counts.items() if n > 1}
+    if not twice:
+        return Verdict("each event id once", True, f"{len(counts)} events")
+    return Verdict("each event id once", False, f"{len(twice)} ids repeated, e.g. {next(iter(twice))}")
+
+
+def commands_once(entries: Sequence[Any]) -> Verdict:
+    """No call-control action succeeded twice on one participant (the simulator's journal of requests)."""
+    done: Counter[str] = Counter()
+    for entry in entries:
+        if entry.kind != "request" or entry.detail.get("method") != "POST":
+            continue
+        path = str(entry.detail.get("path", ""))
+        if ACTION_PATH.search(path) and int(entry.detail.get("status", 0)) < 400:
+            done[path] += 1
+    twice = sorted(p for p, n in done.items() if n > 1)
+    if not twice:
+        return Verdict("no command executed twice", True, f"{sum(done.values())} PBX actions")
+    return Verdict("no command executed twice", False, f"{len(twice)} actions repeated: {', '.join(twice[:5])}")
+
+
+@dataclass(frozen=True)
+class Recovery:
+    fault: str
+    seconds: float | None  # None: it never recovered
+
+
+def recovered(recoveries: Sequence[Recovery], *, within_s: float) -> Verdict:
+    stuck = [r.fault for r in recoveries if r.seconds is None or r.seconds > within_s]
+    if not recoveries:
+        return Verdict("recovered without manual action", False, "no fault was injected")
+    if stuck:
+        return Verdict("recovered without manual action", False, f"not recovered within {within_s:.0f} s: "
+                       + ", ".join(stuck))  # fmt: skip
+    worst = max(r.seconds or 0.0 for r in recoveries)
+    return Verdict("recovered without manual action", True, f"{len(recoveries)} faults, slowest {worst:.2f} s")
+
+
+def failed(verdicts: Iterable[Verdict]) -> list[Verdict]:
+    return [v for v in verdicts if not v.ok]

@@ -1,0 +1,88 @@
+"""Samples of a soak run (RSS of every process, the recorder's consumer lag, events logged, the fault under way),
+the table printed from them, and the two trend checks:
+
+- memory is flat when, for every process, the median RSS of the run's last third is at most the median of its
+  second third plus ``max(1 MiB, 2 %)`` (the first third is warm-up; a killed process restarts small, which the
+  medians absorb);
+- lag recovers when, after every fault, a sample within ``within_s`` shows the lag at or under ``bound`` events,
+  and the run ends with no lag at all.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hub.soak.invariants import Verdict
+
+MIB = 1024
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size of a process in KiB (Linux /proc), None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class Sample:
+    at_s: float
+    rss_kib: dict[str, int] = field(default_factory=dict)
+    lag: int | None = None
+    logged: int | None = None
+    fault: str = ""
+
+
+def memory_flat(samples: Sequence[Sample], names: Sequence[str]) -> Verdict:
+    thirds = len(samples) // 3
+    if thirds < 2:
+        return Verdict("memory flat", False, f"too few samples ({len(samples)}) to see a trend")
+    grew = []
+    for name in names:
+        second = [s.rss_kib[name] for s in samples[thirds : 2 * thirds] if name in s.rss_kib]
+        last = [s.rss_kib[name] for s in samples[2 * thirds :] if name in s.rss_kib]
+        if not second or not last:
+            continue
+        before, after = statistics.median(second), statistics.median(last)
+        if after > before + max(MIB, 0.02 * before):
+            grew.append(f"{name} {before / MIB:.1f} -> {after / MIB:.1f} MiB")
+    if grew:
+        return Verdict("memory flat", False, "; ".join(grew))
+    return Verdict("memory flat", True, "last third's median RSS within max(1 MiB, 2 %) of the second third's")
+
+
+def lag_recovers(samples: Sequence[Sample], faults_at: Sequence[tuple[str, float]], *, bound: int,
+                 within_s: float, final_lag: int | None) -> Verdict:  # fmt: skip
+    slow = []
+    for name, at in faults_at:
+        after = [s for s in samples if at < s.at_s <= at + within_s and s.lag is not None]
+        if not any(s.lag is not None and s.lag <= bound for s in after):
+            slow.append(name)
+    lags = sorted(s.lag for s in samples if s.lag is not None)
+    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))] if lags else None
+    if slow or final_lag != 0:
+        detail = f"lag above {bound} for {within_s:.0f} s after: {', '.join(slow) or '-'}; at the end {final_lag}"
+        return Verdict("lag back under the bound after each fault", False, detail)
+    return Verdict("lag back under the bound after each fault", True,
+                   f"bound {bound} events within {within_s:.0f} s; p99 of samples {p99}; 0 at the end")  # fmt: skip
+
+
+def render(samples: Sequence[Sample], names: Sequence[str]) -> str:
+    """The run's table: time, RSS per process (MiB), lag, events logged, fault under way."""
+    heads = ["time", *names, "lag", "logged", "fault"]
+    rows = [
+        [f"{s.at_s:6.0f}s", *(f"{s.rss_kib[n] / MIB:.1f}" if n in s.rss_kib else "-" for n in names),
+         "-" if s.lag is None else str(s.lag), "-" if s.logged is None else str(s.logged), s.fault]
+        for s in samples
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(heads)]
+    lines = [" ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True))]
+    lines += [" ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)

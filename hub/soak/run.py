@@ -1,0 +1,138 @@
+"""``masterlinc soak``: the whole hub as processes under load-driver traffic for N minutes, a rotating fault every
+interval (NATS, then each service in turn), samples every few seconds, and the verdict at the end: the D§4
+invariants against the simulator's ground truth, every fault recovered, lag back under its bound after each fault,
+and (unless left out) memory flat (:mod:`hub.soak.metrics` defines "flat")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hub.config import Settings
+from hub.soak.faults import RECOVER_WITHIN_S, Injected, rotation
+from hub.soak.invariants import (
+    Verdict,
+    commands_once,
+    event_ids_once,
+    failed,
+    inferred_only_hidden,
+    recovered,
+    transitions_once,
+)
+from hub.soak.metrics import Sample, lag_recovers, memory_flat, render, rss_kib
+from hub.soak.rig import END_GRACE_S, HubRig, running_hub
+from hub.soak.traffic import load
+
+
+@dataclass
+class SoakReport:
+    samples: list[Sample] = field(default_factory=list)
+    injected: list[Injected] = field(default_factory=list)
+    faults_at: list[tuple[str, float]] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    logged: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not failed(self.verdicts)
+
+    def text(self) -> str:
+        lines = [render(self.samples, self.names), ""]
+        lines += [
+            f"recovery {i.recovery.fault}: " + ("none" if i.recovery.seconds is None else f"{i.recovery.seconds:.2f} s")
+            for i in self.injected
+        ]
+        lines += ["", *(v.line() for v in self.verdicts), "", f"soak {'PASSED' if self.ok else 'FAILED'}"]
+        return "\n".join(lines)  # fmt: skip
+
+
+async def _sample(rig: HubRig, started: float, fault: str) -> Sample:
+    rss = {name: kib for name, pid in rig.pids().items() if (kib := rss_kib(pid)) is not None}
+    return Sample(time.monotonic() - started, rss, await rig.lag(), await rig.logged(), fault)
+
+
+async def soak(
+    data_dir: Path, db_url: str, *, minutes: float, rate: float, fault_every_s: float, sample_every_s: float = 5.0,
+    check_memory: bool = True, settings: Settings | None = None, echo: Callable[[str], None] = print,
+    settle_within_s: float = 120.0,
+) -> SoakReport:  # fmt: skip
+    report = SoakReport()
+    async with running_hub(data_dir, db_url, settings=settings) as rig:
+        report.names = [*rig.names, "nats"]
+        faults = rotation(rig)
+        started = time.monotonic()
+        current = ""
+        stop = asyncio.Event()
+
+        async def sampler() -> None:
+            while not stop.is_set():
+                sample = await _sample(rig, started, current)
+                report.samples.append(sample)
+                rss = " ".join(f"{name}={kib // 1024}M" for name, kib in sample.rss_kib.items())
+                echo(f"{sample.at_s:6.0f}s lag {sample.lag} logged {sample.logged} {rss} {sample.fault}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), sample_every_s)
+
+        sampling = asyncio.create_task(sampler())
+        try:
+            async with load(rig.sim, events_per_s=rate, seconds=minutes * 60) as traffic:
+                n = 0
+                while traffic.task is not None and not traffic.task.done():
+                    due = started + (n + 1) * fault_every_s
+                    if due > started + minutes * 60 - 5:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(traffic.task), max(due - time.monotonic(), 0))
+                    if traffic.task.done():
+                        break
+                    name, inject = faults[n % len(faults)]
+                    current = name
+                    report.faults_at.append((name, time.monotonic() - started))
+                    report.injected.append(await inject())
+                    current = ""
+                    n += 1
+            try:
+                await rig.wait_settled(within_s=settle_within_s)
+            except TimeoutError as exc:  # reported with the rest: the samples must not be lost
+                report.verdicts.append(Verdict("settled after the traffic", False, str(exc)))
+        finally:
+            stop.set()
+            await sampling
+        final = await _sample(rig, started, "end")
+        report.samples.append(final)
+        events = await rig.log_events()
+        report.logged = len(events)
+        entries = rig.sim.journal.entries
+        report.verdicts += [
+            transitions_once(entries, rig.sim.config.visible, events, end_grace_s=END_GRACE_S, cuts=rig.cuts),
+            inferred_only_hidden(entries, events, cuts=rig.cuts),
+            event_ids_once(e.event_id for e in events),
+            commands_once(entries),
+            recovered([i.recovery for i in report.injected], within_s=RECOVER_WITHIN_S),
+            lag_recovers(
+                report.samples,
+                report.faults_at,
+                bound=max(200, int(rate * 2)),
+                within_s=RECOVER_WITHIN_S,
+                final_lag=final.lag,
+            ),
+        ]
+        if check_memory:
+            report.verdicts.append(memory_flat(report.samples, report.names))
+    return report
+
+
+async def run_soak(settings: Settings, *, minutes: float, rate: float, fault_every_s: float, data_dir: Path,
+                   database_url: str | None = None, check_memory: bool = True) -> int:  # fmt: skip
+    """The CLI's entry: the event log is ``database_url`` (it must be empty: the journal starts empty), else
+    SQLite in the data directory."""
+    db_url = database_url or f"sqlite+aiosqlite:///{data_dir / 'soak.db'}"
+    report = await soak(data_dir, db_url, minutes=minutes, rate=rate, fault_every_s=fault_every_s,
+                        check_memory=check_memory, settings=settings)  # fmt: skip
+    print(report.text(), flush=True)
+    return 0 if report.ok else 1

@@ -1,0 +1,131 @@
+"""The fault suite's invariants (hub.soak.invariants): each passes on a faithful log and fails on a wrong one."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from hub.simulator.journal import Journal
+from hub.simulator.projection import Outage
+from hub.soak.invariants import (
+    Recovery,
+    commands_once,
+    event_ids_once,
+    failed,
+    inferred_only_hidden,
+    outages_of,
+    recovered,
+    transitions_once,
+)
+
+
+def _journal() -> Journal:
+    """One call to the route point: it rings, is answered, and goes."""
+    j = Journal()
+    j.add(0.0, "state", callid=1, dn="800", participant_id=7, legid=1, old_status=None, new_status="Ringing")
+    j.add(0.1, "state", callid=1, dn="800", participant_id=7, legid=1, old_status="Ringing", new_status="Connected")
+    j.add(2.0, "state", callid=1, dn="800", participant_id=7, legid=1, old_status="Connected", new_status=None)
+    return j
+
+
+def _event(kind: str, *, inferred: bool = False, leg: bool = True) -> Any:
+    return SimpleNamespace(type=f"call.{kind}", pbx_call_id=1, inferred=inferred,
+                           leg=SimpleNamespace(dn="800", participant_id=7, legid=1) if leg else None)  # fmt: skip
+
+
+def _faithful() -> list[Any]:
+    return [_event("created", leg=False), _event("ringing"), _event("answered"), _event("leg_removed"),
+            _event("ended", leg=False)]  # fmt: skip
+
+
+def _visible(dn: str) -> bool:
+    return dn == "800"
+
+
+def test_a_faithful_log_passes_every_transition_once() -> None:
+    verdict = transitions_once(_journal().entries, _visible, _faithful(), end_grace_s=0.5)
+    assert verdict.ok, verdict.detail
+
+
+def test_a_lost_transition_fails_and_is_named() -> None:
+    events = [e for e in _faithful() if e.type != "call.answered"]
+    verdict = transitions_once(_journal().entries, _visible, events, end_grace_s=0.5)
+    assert not verdict.ok
+    assert "missing" in verdict.detail and "answered" in verdict.detail
+
+
+def test_a_transition_logged_twice_fails() -> None:
+    verdict = transitions_once(_journal().entries, _visible, [*_faithful(), _event("ringing")], end_grace_s=0.5)
+    assert not verdict.ok
+    assert "extra" in verdict.detail
+
+
+def test_an_outage_is_read_from_the_journal_and_expects_the_net_difference_inferred() -> None:
+    j = Journal()
+    j.add(0.0, "state", callid=1, dn="800", participant_id=7, legid=1, old_status=None, new_status="Ringing")
+    j.add(0.5, "ws", detail={"action": "closed"})
+    j.add(0.6, "state", callid=1, dn="800", participant_id=7, legid=1, old_status="Ringing", new_status="Connected")
+    j.add(0.9, "request", detail={"method": "GET", "path": "/callcontrol", "status": 200})
+    assert outages_of(j.entries) == [Outage(1, 3)]
+    live = [_event("created", leg=False), _event("ringing")]
+    ok = transitions_once(j.entries, _visible, [*live, _event("answered", inferred=True)], end_grace_s=0.5)
+    assert ok.ok, ok.detail
+    assert inferred_only_hidden(j.entries, [*live, _event("answered", inferred=True)]).ok
+
+
+def test_an_inferred_event_outside_any_outage_fails() -> None:
+    events = [*_faithful()[:2], _event("answered", inferred=True), *_faithful()[3:]]
+    assert transitions_once(_journal().entries, _visible, events, end_grace_s=0.5).ok  # once, whatever the flag
+    verdict = inferred_only_hidden(_journal().entries, events)
+    assert not verdict.ok and "[1]" in verdict.detail
+
+
+def test_a_cut_opens_an_outage_before_the_simulator_saw_the_socket_close() -> None:
+    j = _journal()
+    j.add(3.0, "ws", detail={"action": "closed"})
+    j.add(3.1, "request", detail={"method": "GET", "path": "/callcontrol", "status": 200})
+    assert outages_of(j.entries, cuts=[1]) == [Outage(1, 4)]
+    assert outages_of(j.entries) == [Outage(3, 4)]
+
+
+def test_an_outage_still_open_at_the_end_hides_the_rest_of_the_journal() -> None:
+    j = _journal()
+    j.add(3.0, "ws", detail={"action": "closed"})
+    assert outages_of(j.entries) == [Outage(3, 4)]
+
+
+def test_event_ids_once_fails_on_a_repeated_id() -> None:
+    assert event_ids_once(["a", "b", "c"]).ok
+    verdict = event_ids_once(["a", "b", "a"])
+    assert not verdict.ok and "1 ids repeated" in verdict.detail
+
+
+def _request(j: Journal, path: str, status: int = 200, method: str = "POST") -> None:
+    j.add(0.0, "request", detail={"method": method, "path": path, "status": status})
+
+
+def test_commands_once_fails_when_one_action_succeeded_twice_on_a_participant() -> None:
+    j = Journal()
+    _request(j, "/callcontrol/800/participants/7/routeto")
+    _request(j, "/callcontrol/800/participants/8/routeto")
+    _request(j, "/callcontrol/800/participants/8/drop", status=503)  # refused: not executed
+    _request(j, "/callcontrol/800/participants/8/drop")
+    _request(j, "/callcontrol/800/participants", method="GET")
+    assert commands_once(j.entries).ok
+    _request(j, "/callcontrol/800/participants/7/routeto")
+    verdict = commands_once(j.entries)
+    assert not verdict.ok and "participants/7/routeto" in verdict.detail
+
+
+def test_recovered_fails_when_a_fault_never_recovered_or_took_too_long() -> None:
+    assert recovered([Recovery("nats", 2.0), Recovery("recorder", 1.0)], within_s=30).ok
+    assert not recovered([Recovery("nats", None)], within_s=30).ok
+    slow = recovered([Recovery("nats", 45.0)], within_s=30)
+    assert not slow.ok and "nats" in slow.detail
+    assert not recovered([], within_s=30).ok  # a run that injected nothing proves nothing
+
+
+def test_failed_keeps_only_the_failing_verdicts() -> None:
+    verdicts = [event_ids_once(["a"]), event_ids_once(["a", "a"])]
+    assert [v.name for v in failed(verdicts)] == ["each event id once"]
+    assert failed(verdicts)[0].line().startswith("FAIL")
