@@ -50,6 +50,9 @@ class CallRecord:
     ended: bool = False
     counters: dict[str, int] = field(default_factory=dict)  # "<leg key>|<transition>" -> times emitted
     legs: dict[str, dict[str, Any]] = field(default_factory=dict)  # "<dn>:<pid>" -> LegSnapshot JSON
+    # the leg removed last (JSON): a process that dies in the grace after a call's last leg went leaves a saved
+    # call without legs, and the next leader needs that leg to end it
+    last_leg: dict[str, Any] | None = None
     seq: int = 0  # per-call counter of this leader epoch (not persisted: the epoch grows at each takeover)
 
     def ordinal(self, leg_key: str, transition: str) -> int:
@@ -67,6 +70,7 @@ class CallRecord:
 
     def drop_leg(self, leg: LegSnapshot) -> None:
         self.legs.pop(f"{leg.participant.dn}:{leg.participant.participant_id}", None)
+        self.last_leg = leg.to_json()
 
     def snapshots(self) -> list[LegSnapshot]:
         return [LegSnapshot.from_json(raw) for raw in self.legs.values()]
@@ -75,7 +79,7 @@ class CallRecord:
         return json.dumps({
             "call_id": self.call_id, "callid": self.callid, "first_seen": self.first_seen,
             "last_seen": self.last_seen, "answered_at": self.answered_at, "parked_orbit": self.parked_orbit,
-            "counters": self.counters, "legs": self.legs,
+            "counters": self.counters, "legs": self.legs, "last_leg": self.last_leg,
         }).encode()  # fmt: skip
 
     def id_json(self) -> bytes:
@@ -91,7 +95,7 @@ class CallRecord:
             call_id=str(raw["call_id"]), callid=int(raw["callid"]), first_seen=float(raw["first_seen"]),
             last_seen=float(raw["last_seen"]), answered_at=raw.get("answered_at"),
             parked_orbit=raw.get("parked_orbit"), counters=dict(raw.get("counters") or {}),
-            legs=dict(raw.get("legs") or {}),
+            legs=dict(raw.get("legs") or {}), last_leg=raw.get("last_leg"),
         )  # fmt: skip
 
 
@@ -144,6 +148,13 @@ class CallRegistry:
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
         return legs
+
+    def legless(self) -> list[LegSnapshot]:
+        """The last leg of each loaded call that has none left: the previous leader died in the grace after that
+        leg went, before the call ended. The tracker ends these at the first re-read (inferred)."""
+        return [
+            LegSnapshot.from_json(r.last_leg) for r in self.active.values() if not r.legs and r.last_leg is not None
+        ]
 
     # ------------------------------------------------------------------ opening and closing calls
 

@@ -171,14 +171,18 @@ class Tracker:
 
     # ------------------------------------------------------------------ state loading
 
-    def load(self, legs: Iterable[LegSnapshot]) -> None:
-        """Known state from a previous run (no observations: a resync compares the PBX with it)."""
+    def load(self, legs: Iterable[LegSnapshot], legless: Iterable[LegSnapshot] = ()) -> None:
+        """Known state from a previous run (no observations: a resync compares the PBX with it). ``legless``: the
+        last leg of each call saved without legs (its end was due when the previous run stopped); the first full
+        read ends those calls, unless a leg of theirs is back."""
         for leg in legs:
             self.legs[leg.entity] = leg
             self._by_dn.setdefault(leg.participant.dn, set()).add(leg.entity)
             call = self.calls.setdefault(leg.callid, _Call())
             call.legs.add(leg.entity)
             call.last_leg = leg
+        for leg in legless:
+            self.calls.setdefault(leg.callid, _Call(last_leg=leg))
 
     def reset(self) -> None:
         """Forget all state (before loading persisted state again after an outbox overflow); stats are kept."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from hub.simulator.engine import Leg, SimError
@@ -102,6 +102,9 @@ class StreamRoutes:
                     break
                 received += len(chunk)
                 playout.feed(chunk, self.sim.clock(), stream)
+        except ClientDisconnect:  # the sender went away mid-body (an agent killed or stopped): nothing to answer
+            reason = "sender_gone"
+            return Response(status_code=499)
         finally:
             self.open_streams -= 1
             self.sim.media.record(leg, "stream_closed", direction="post", stream=stream, reason=reason,

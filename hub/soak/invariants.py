@@ -76,21 +76,45 @@ def transitions_once(
     return Verdict(name, False, f"{len(lines)} differences:\n  {shown}")
 
 
+def _fleeting(entries: Sequence[Any], within_s: float) -> set[int]:
+    """Calls each of whose legs was gone within ``within_s`` of appearing: ingest may lose the race to read such a
+    leg (3CX's frames carry no state) and then rebuilds the call from the call history, inferred."""
+    born: dict[tuple[int, str, int], float] = {}
+    longest: dict[int, float] = {}
+    for e in entries:
+        if e.kind != "state" or e.callid is None or e.participant_id is None:
+            continue
+        key = (e.callid, e.dn or "", e.participant_id)
+        if e.old_status is None:
+            born[key] = e.at
+            longest.setdefault(e.callid, 0.0)
+        elif e.new_status is None and key in born:
+            longest[e.callid] = max(longest[e.callid], e.at - born.pop(key))
+    alive = {key[0] for key in born}
+    return {c for c, span in longest.items() if span < within_s and c not in alive}
+
+
 def inferred_only_hidden(
-    entries: Sequence[Any], events: Iterable[Any], *, cuts: Iterable[int] = (), slack_s: float = 2.0
-) -> Verdict:
+    entries: Sequence[Any], events: Iterable[Any], *, cuts: Iterable[int] = (), slack_s: float = 2.0,
+    fleeting_s: float = 1.0,
+) -> Verdict:  # fmt: skip
     """An event marked inferred only for a call the journal shows changing inside an outage (or up to ``slack_s``
-    before one began: read by ingest, lost in its crash); every other transition was seen live."""
+    before one began: read by ingest, lost in its crash), or for a call whose legs all lived under ``fleeting_s``
+    (rebuilt from the call history when they were gone before their first read); every other transition was
+    seen live."""
     cuts = list(cuts)
-    hidden: set[int] = set()
+    hidden: set[int] = _fleeting(entries, fleeting_s)
     for outage in outages_of(entries, cuts):
         since = entries[outage.start].at - slack_s if outage.start < len(entries) else float("inf")
         hidden |= {e.callid for e in entries[: outage.end] if e.kind == "state" and e.callid is not None
                    and (e.index >= outage.start or e.at >= since)}  # fmt: skip
-    wrong = sorted({item[0] for item, n in observed(events).items() if item[-1] and item[0] not in hidden})
+    inferred = [item for item in observed(events) if item[-1] and item[0] not in hidden]
+    wrong = sorted({item[0] for item in inferred})
     if not wrong:
         return Verdict("inferred only for what an outage hid", True)
-    return Verdict("inferred only for what an outage hid", False, f"calls {wrong[:10]} inferred outside any outage")
+    shown = ", ".join(f"{i[0]} {i[4]}" for i in sorted(inferred, key=str)[:6])
+    return Verdict("inferred only for what an outage hid", False,
+                   f"calls {wrong[:10]} inferred outside any outage ({shown})")  # fmt: skip
 
 
 def event_ids_once(event_ids: Iterable[object]) -> Verdict:
@@ -102,13 +126,15 @@ def event_ids_once(event_ids: Iterable[object]) -> Verdict:
 
 
 def commands_once(entries: Sequence[Any]) -> Verdict:
-    """No call-control action succeeded twice on one participant (the simulator's journal of requests)."""
+    """No call-control action succeeded twice on one participant (the simulator's journal of requests). Audio
+    streams are not actions: a prompt played again (a menu's retry, an agent restarted) is allowed."""
     done: Counter[str] = Counter()
     for entry in entries:
         if entry.kind != "request" or entry.detail.get("method") != "POST":
             continue
         path = str(entry.detail.get("path", ""))
-        if ACTION_PATH.search(path) and int(entry.detail.get("status", 0)) < 400:
+        action = ACTION_PATH.search(path)
+        if action and action["action"] != "stream" and int(entry.detail.get("status", 0)) < 400:
             done[path] += 1
     twice = sorted(p for p, n in done.items() if n > 1)
     if not twice:

@@ -111,6 +111,8 @@ def test_commands_once_fails_when_one_action_succeeded_twice_on_a_participant() 
     _request(j, "/callcontrol/800/participants/8/drop", status=503)  # refused: not executed
     _request(j, "/callcontrol/800/participants/8/drop")
     _request(j, "/callcontrol/800/participants", method="GET")
+    _request(j, "/callcontrol/800/participants/8/stream")  # audio played again (a prompt's retry): not an action
+    _request(j, "/callcontrol/800/participants/8/stream")
     assert commands_once(j.entries).ok
     _request(j, "/callcontrol/800/participants/7/routeto")
     verdict = commands_once(j.entries)
@@ -129,3 +131,13 @@ def test_failed_keeps_only_the_failing_verdicts() -> None:
     verdicts = [event_ids_once(["a"]), event_ids_once(["a", "a"])]
     assert [v.name for v in failed(verdicts)] == ["each event id once"]
     assert failed(verdicts)[0].line().startswith("FAIL")
+
+
+def test_a_call_whose_legs_were_all_fleeting_may_come_back_inferred_from_the_history() -> None:
+    j = Journal()
+    j.add(0.0, "state", callid=1, dn="800", participant_id=7, legid=1, old_status=None, new_status="Ringing")
+    j.add(0.3, "state", callid=1, dn="800", participant_id=7, legid=1, old_status="Ringing", new_status=None)
+    rebuilt = [_event("created", inferred=True, leg=False), _event("ended", inferred=True, leg=False)]
+    assert inferred_only_hidden(j.entries, rebuilt).ok  # gone 0.3 s after it appeared
+    assert not inferred_only_hidden(j.entries, rebuilt, fleeting_s=0.2).ok
+    assert not inferred_only_hidden(_journal().entries, rebuilt).ok  # a leg that lived 2 s was there to be read

@@ -256,3 +256,14 @@ def test_a_big_dn_is_read_as_a_list_only_once_enough_of_it_waits() -> None:
     t.list_done(listing, [t.legs[("800", p)] for p in range(320)], 1.0)
     [at_once] = t.take_reads(1.0)  # 40 waiting >= 1/8 of the DN: no need to wait
     assert at_once.participant_id is None
+
+
+def test_a_call_saved_without_legs_is_ended_by_the_first_full_read_unless_a_leg_is_back() -> None:
+    """A leader that died in the grace after a call's last leg went left the call saved without legs."""
+    t = Tracker()
+    t.load([leg(5, "Connected", callid=7)], legless=[leg(6, "Connected", callid=8), leg(9, "Connected", callid=9)])
+    ticket = t.snapshot_ticket()
+    out = t.snapshot_done(ticket, {"101": [leg(5, "Connected", callid=7), leg(10, "Ringing", callid=9)]}, 3.0)
+    [gone] = [o for o in out if isinstance(o, CallGone)]
+    assert (gone.callid, gone.last_leg.participant.participant_id, gone.inferred) == (8, 6, True)
+    assert 9 in t.calls and 8 not in t.calls  # call 9 has a leg again: it goes on

@@ -3,6 +3,7 @@ scope, POST into the playout buffer, and D§11's underrun and reply-utterance de
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -75,6 +76,35 @@ async def test_odd_sized_chunks_carry_the_same_audio(
                 if speech in received:
                     break
     assert speech in received
+
+
+async def test_a_sender_that_goes_away_mid_body_is_journalled_not_an_error(
+    sim: SimHandle, api: httpx.AsyncClient
+) -> None:
+    """An agent killed while it plays a prompt: the simulator notes it and carries on (no traceback per stream)."""
+    pid = await connected_route_point_leg(sim)
+    token = api.headers["Authorization"]
+    host, port = sim.base_url.removeprefix("http://").rsplit(":", 1)
+    _, writer = await asyncio.open_connection(host, int(port))
+    chunk = tone(440, 20)
+    writer.write(
+        f"POST {stream_url(sim, '800', pid)} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {token}\r\n"
+        f"Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + f"{len(chunk):x}\r\n".encode()
+        + chunk
+        + b"\r\n"
+    )
+    await writer.drain()
+    await wait_until(lambda: _media(sim, "stream_opened"), what="the stream to open")
+    writer.close()  # gone without the last chunk
+    await wait_until(lambda: _media(sim, "stream_closed"), what="the stream to close")
+    [closed] = [e for e in sim.journal.of("media") if e.detail["action"] == "stream_closed"]
+    assert closed.detail["reason"] == "sender_gone" and closed.detail["bytes"] == len(chunk)
+    assert (await api.get("/callcontrol/800")).status_code < 500  # the simulator carries on
+
+
+async def _media(sim: SimHandle, action: str) -> bool:
+    return any(e.detail["action"] == action for e in sim.journal.of("media"))
 
 
 @pytest.mark.parametrize(
