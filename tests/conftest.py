@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Generator, Iterator
 
@@ -71,6 +72,19 @@ def postgres_url() -> Iterator[str]:
     Uses DATABASE_URL's server if given, else the local server on 127.0.0.1:5432; skips with the reason when neither
     answers (and CI=true turns that skip into a failure).
     """
+    with _fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def own_postgres_url() -> Iterator[str]:
+    """Like ``postgres_url``, but a database for this test alone: for tests that judge everything in the log."""
+    with _fresh_database() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _fresh_database() -> Iterator[str]:
     import asyncio
     import uuid
 

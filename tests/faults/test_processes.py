@@ -27,9 +27,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.nats, pytest.mark.postgres]
 
 
 async def test_nats_killed_five_times_mid_stream_recovers_each_time_and_loses_nothing(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, own_postgres_url: str
 ) -> None:
-    async with hub(tmp_path, postgres_url) as rig:
+    async with hub(tmp_path, own_postgres_url) as rig:
         async with load(rig.sim, events_per_s=RATE, seconds=6) as traffic:
             injected = []
             for n in range(5):  # a long run once stalled ingest after the 4th restart
@@ -50,9 +50,9 @@ async def test_postgres_crashed_mid_batch_recovers_and_loses_nothing(
 
 
 async def test_recorder_worker_coordinator_and_an_agent_killed_recover_and_nothing_runs_twice(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, own_postgres_url: str
 ) -> None:
-    async with hub(tmp_path, postgres_url) as rig:
+    async with hub(tmp_path, own_postgres_url) as rig:
         victims = ["recorder", "worker", "coordinator", "agent-routing"]
         async with load(rig.sim, events_per_s=RATE, seconds=6) as traffic:
             await traffic.placed(3)

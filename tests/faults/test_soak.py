@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.nats, pytest.mark.postgres]
 
 @pytest.mark.timeout(240)  # ~140 s alone on 2 cores; the margin is for a loaded machine
 async def test_a_two_minute_soak_with_rotating_faults_keeps_every_invariant_and_the_lag_bounded(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, own_postgres_url: str
 ) -> None:
-    report = await soak(tmp_path, postgres_url, minutes=2, rate=100, fault_every_s=15, sample_every_s=2,
+    report = await soak(tmp_path, own_postgres_url, minutes=2, rate=100, fault_every_s=15, sample_every_s=2,
                         check_memory=False, settle_within_s=60)  # fmt: skip
     print(report.text())
     assert report.ok, "\n".join(v.line() for v in report.verdicts if not v.ok)
