@@ -26,6 +26,7 @@ from hub.soak.invariants import (
 from hub.soak.metrics import Sample, lag_recovers, memory_flat, render, rss_kib
 from hub.soak.rig import END_GRACE_S, HubRig, running_hub
 from hub.soak.traffic import load
+from schemas.events import Event
 
 
 @dataclass
@@ -107,13 +108,8 @@ async def soak(
         report.samples.append(final)
         events = await rig.log_events()
         report.logged = len(events)
-        entries = rig.sim.journal.entries
         report.verdicts += [
-            transitions_once(entries, rig.sim.config.visible, events, end_grace_s=END_GRACE_S, cuts=rig.cuts),
-            inferred_only_hidden(entries, events, cuts=rig.cuts),
-            event_ids_once(e.event_id for e in events),
-            commands_once(entries),
-            recovered([i.recovery for i in report.injected], within_s=RECOVER_WITHIN_S),
+            *ground_truth_verdicts(rig, events, report.injected, within_s=RECOVER_WITHIN_S),
             lag_recovers(
                 report.samples,
                 report.faults_at,
@@ -136,3 +132,17 @@ async def run_soak(settings: Settings, *, minutes: float, rate: float, fault_eve
                         check_memory=check_memory, settings=settings)  # fmt: skip
     print(report.text(), flush=True)
     return 0 if report.ok else 1
+
+
+def ground_truth_verdicts(
+    rig: HubRig, events: list[Event], injected: list[Injected], *, within_s: float
+) -> list[Verdict]:
+    """The D§4 invariants of a run against the simulator's journal, and every fault recovered within ``within_s``."""
+    entries = rig.sim.journal.entries
+    return [
+        transitions_once(entries, rig.sim.config.visible, events, end_grace_s=END_GRACE_S, cuts=rig.cuts),
+        inferred_only_hidden(entries, events, cuts=rig.cuts),
+        event_ids_once(e.event_id for e in events),
+        commands_once(entries),
+        recovered([i.recovery for i in injected], within_s=within_s),
+    ]

@@ -11,16 +11,9 @@ import pytest
 
 from hub.natsd import free_port
 from hub.soak.faults import Injected
-from hub.soak.invariants import (
-    Verdict,
-    commands_once,
-    event_ids_once,
-    failed,
-    inferred_only_hidden,
-    recovered,
-    transitions_once,
-)
-from hub.soak.rig import END_GRACE_S, HubRig, running_hub
+from hub.soak.invariants import Verdict, failed
+from hub.soak.rig import HubRig, running_hub
+from hub.soak.run import ground_truth_verdicts
 from tests.helpers import PrivatePostgres, private_postgres
 
 RATE = 60.0  # events/s from the load driver while a fault hits
@@ -35,15 +28,7 @@ async def hub(tmp_path: Path, db_url: str) -> AsyncIterator[HubRig]:
 async def judge(rig: HubRig, injected: list[Injected]) -> list[Verdict]:
     """Wait until the hub settled, then every invariant; the recovery times are printed (pytest -s shows them)."""
     await rig.wait_settled(within_s=45)
-    events = await rig.log_events()
-    entries = rig.sim.journal.entries
-    verdicts = [
-        transitions_once(entries, rig.sim.config.visible, events, end_grace_s=END_GRACE_S, cuts=rig.cuts),
-        inferred_only_hidden(entries, events, cuts=rig.cuts),
-        event_ids_once(e.event_id for e in events),
-        commands_once(entries),
-        recovered([i.recovery for i in injected], within_s=30),
-    ]
+    verdicts = ground_truth_verdicts(rig, await rig.log_events(), injected, within_s=30)
     for i in injected:
         print(f"recovery {i.recovery.fault}: {i.recovery.seconds} s (ready {i.ready_s}, next commit {i.commit_s})")
     for v in verdicts:
