@@ -32,6 +32,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from prometheus_client import Counter, Gauge
 
 from hub.bus.kv import CALL_IDS, INGEST_STATE, LEADERS, open_bucket
@@ -149,6 +150,7 @@ class AdapterStats:
     bad_participants: int = 0
     resyncs: int = 0
     leaderships: int = 0
+    failed_leaderships: int = 0  # ended by an error, then led again
 
 
 class PbxAdapter:
@@ -219,6 +221,7 @@ class PbxAdapter:
         leaders = await open_bucket(js, LEADERS)
         self.lease = LeaderLease(leaders, self.pbx.id, self.holder, lease_s=self.config.leader_lease_s,
                                  clock=self._clock)  # fmt: skip
+        pause = Backoff(base_s=0.5, cap_s=self.config.leader_lease_s)
         while not stopping.is_set():
             try:
                 acquired = await self.lease.try_acquire()
@@ -226,10 +229,28 @@ class PbxAdapter:
                 log.info("leader lease unavailable", pbx=self.pbx.id, error=str(exc) or type(exc).__name__)
                 acquired = False
             if acquired:
-                await self._lead(stopping)
+                began = time.monotonic()
+                try:
+                    await self._lead(stopping)
+                except Exception as exc:
+                    self._leadership_failed(exc)
+                    if time.monotonic() - began > self.config.leader_lease_s:
+                        pause.reset()  # a failure after a long leadership is not a loop
+                    await wait_or_stop(stopping, pause.next())
                 continue
             self.health.set(self.component, True, "standby: another ingest process is the active adapter")
             await wait_or_stop(stopping, self.config.leader_lease_s / 3)
+
+    def _leadership_failed(self, exc: Exception) -> None:
+        """A leadership ended by an error (the bus gone mid-write, a bug): say what failed and lead again. The next
+        leadership loads the acknowledged state and re-reads the PBX, like a takeover after a crash, so what this
+        one held unpublished comes back as inferred events with the same ids."""
+        self.stats.failed_leaderships += 1
+        causes = list(exc.exceptions) if isinstance(exc, BaseExceptionGroup) else [exc]
+        for cause in causes:
+            log.error("leadership failed; leading again", pbx=self.pbx.id,
+                      error=str(cause) or type(cause).__name__, exc_info=cause)  # fmt: skip
+        self.health.set(self.component, False, f"leadership failed ({type(causes[0]).__name__}); leading again")
 
     async def _lead(self, stopping: asyncio.Event) -> None:
         assert self.lease is not None
@@ -254,14 +275,12 @@ class PbxAdapter:
         lead_stop = asyncio.Event()
         publish_stop = asyncio.Event()
         owner = TokenOwner(self.nc, self.pbx.id, self.tokens)
-        await owner.start()
+        subs: list[Subscription] = []
 
         async def on_command(msg: Msg) -> None:
             with contextlib.suppress(DecodeError):
                 hints.observe(parse_event(msg.data))
 
-        subs = [await self.nc.subscribe(f"ml.evt.{self.pbx.id}.command.*.{name}", cb=on_command)
-                for name in ("accepted", "succeeded")]  # fmt: skip
         verify = self.pbx.verify_tls
         self.socket = CallControlSocket(
             self.pbx.id, self.pbx.base_url, self.tokens,
@@ -274,9 +293,12 @@ class PbxAdapter:
         )  # fmt: skip
         persist_queue: asyncio.Queue[tuple[dict[int, bytes], set[int], int, int]] = asyncio.Queue()
         self.leading.set()
-        self.modes = await self._probe_modes()
-        self.health.set(self.component, False, f"leader ({self.modes.name}): connecting to the PBX")
         try:
+            await owner.start()
+            for name in ("accepted", "succeeded"):
+                subs.append(await self.nc.subscribe(f"ml.evt.{self.pbx.id}.command.*.{name}", cb=on_command))
+            self.modes = await self._probe_modes()
+            self.health.set(self.component, False, f"leader ({self.modes.name}): connecting to the PBX")
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._follow(stopping, lead_stop))
                 tg.create_task(self._renew(lead_stop))
@@ -301,7 +323,8 @@ class PbxAdapter:
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-            await owner.stop()
+            with contextlib.suppress(Exception):  # the bus is gone: the subscription went with the connection
+                await owner.stop()
             if stopping.is_set():
                 with contextlib.suppress(Exception):
                     await self.lease.release()

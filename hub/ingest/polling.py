@@ -304,7 +304,11 @@ class Reconciler:
 
 
 async def every(interval_s: float, stopping: asyncio.Event, work: Callable[[], Awaitable[object]], what: str) -> None:
-    """Run ``work`` every ``interval_s`` until stopping; a failure backs off (up to 8x) and is retried."""
+    """Run ``work`` every ``interval_s`` until stopping; a failure backs off (up to 8x) and is retried.
+
+    A failure is the PBX's (an error reply, a storm) or the bus's (a KV write timing out while NATS restarts). The
+    events a poll made wait in the outbox and its state is saved only after they were acknowledged, so a failed
+    save is redone by the next poll and a restarted leader re-derives the same event ids from the older state."""
     delay = interval_s
     while not stopping.is_set():
         try:
@@ -312,5 +316,8 @@ async def every(interval_s: float, stopping: asyncio.Event, work: Callable[[], A
             delay = interval_s
         except PbxError as exc:
             log.info("poll failed; retrying", what=what, error=str(exc))
+            delay = min(interval_s * 8, delay * 2)
+        except Exception as exc:  # the bus is down or slow: a KV read or write timed out
+            log.warning("poll failed on the bus; retrying", what=what, error=str(exc) or type(exc).__name__)
             delay = min(interval_s * 8, delay * 2)
         await wait_or_stop(stopping, delay)

@@ -30,3 +30,27 @@ def test_a_task_s_log_lines_carry_its_call_and_correlation_ids(capsys: pytest.Ca
     assert handled == [("01JA", "c-01JA"), ("01JB", "c-01JB")]
     assert all(line["pbx_id"] == "main" for line in lines if line["event"] == "handled")
     assert "hunter2" not in json.dumps(lines)
+
+
+def test_a_logged_exception_carries_its_traceback_with_bearer_tokens_cut_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    setup_logging("INFO", "json")
+    log = get_logger("test.logs")
+
+    def fail() -> None:
+        raise RuntimeError("PBX said no to Bearer eyJhbGciOi.secret-part")
+
+    try:
+        try:
+            fail()
+        except RuntimeError as exc:
+            log.error("leadership failed", exc_info=exc)
+    finally:
+        setup_logging("WARNING", "console")
+    err = capsys.readouterr().err
+    [line] = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert "Traceback (most recent call last)" in line["exception"]
+    assert "in fail" in line["exception"]  # the frame that raised, not only the exception's repr
+    assert "RuntimeError: PBX said no to Bearer ***" in line["exception"]
+    assert "secret-part" not in err

@@ -13,6 +13,7 @@ import pytest
 from hub.bus import connect
 from hub.config import IngestConfig
 from hub.ingest.adapter import PbxAdapter
+from hub.ingest.polling import every
 from hub.runner import Health
 from hub.simulator import SimConfig, SimHandle, running_simulator
 from schemas import events as e
@@ -133,3 +134,21 @@ async def test_without_xapi_ingest_runs_on_call_control_alone_and_says_so(nats_s
     assert connected.data.mode == "callcontrol-only"
     assert [ev.type for ev in events if ev.pbx_call_id == call.callid] == ["call.created", "call.ringing"]
     assert len(xapi_requests) == 1  # the probe, then nothing: polling and reconciliation are off
+
+
+async def test_a_poll_that_fails_on_the_bus_is_retried_not_fatal() -> None:
+    """A KV write that times out while NATS restarts raised out of the poll loop and ended the ingest process
+    (found by the 30-minute soak); the loop now backs off and polls again, as it does for a PBX error."""
+    stopping = asyncio.Event()
+    outcomes: list[str] = []
+
+    async def work() -> None:
+        outcomes.append("called")
+        if len(outcomes) == 1:
+            raise TimeoutError  # what nats-py raises for a KV put with no server to answer it
+        if len(outcomes) == 3:
+            stopping.set()
+
+    with anyio.fail_after(5):
+        await every(0.01, stopping, work, "presence poll")
+    assert len(outcomes) == 3

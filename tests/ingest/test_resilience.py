@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -23,6 +25,7 @@ from hub.bus.kv import INGEST_STATE, LEADERS, open_bucket
 from hub.config import IngestConfig
 from hub.simulator import SimConfig, running_simulator
 from hub.simulator.projection import Item, diff, observed, project
+from schemas import events as e
 from tests.helpers import eventually, fresh_bus, wait_until
 from tests.ingest.conftest import PBX, IngestRig, adapter_for, collecting, ingest_rig, stream_events
 
@@ -109,6 +112,70 @@ async def test_an_outbox_overflow_forces_a_resync_that_rebuilds_what_was_refused
         assert sum(n for item, n in actual.items() if item[-1]) > 0  # the refused ones came back inferred
         assert len({ev.event_id for ev in events}) == len(events)
         assert any(ev.type == "link.resynced" for ev in events)
+
+
+async def test_nats_down_longer_than_a_kv_write_waits_the_adapter_polls_on_and_keeps_leading(tmp_path: Path) -> None:
+    """Found by the 30-minute soak: a presence poll's KV save timed out while NATS was down (nats-py waits 5 s for
+    JetStream) and the error ended the ingest process. The polls go on, and the leadership with them."""
+    config = IngestConfig(call_end_grace_s=0.2, presence_interval_s=0.05, chat_interval_s=0.05, leader_lease_s=30)
+    with private_nats(tmp_path) as server:
+        async with ingest_rig(server.url, SimConfig(), config) as rig:
+            adapter = rig.adapter
+            await eventually(lambda: len(adapter.pollers) == 2 and all(p.polls >= 2 for p in adapter.pollers),
+                             what="the pollers' baseline")  # fmt: skip
+            presence = adapter.pollers[0]
+            server.kill()
+            await eventually(lambda: not rig.nc.is_connected, what="the hub to see NATS gone")
+            start = presence.polls
+            await eventually(lambda: presence.polls >= start + 2, timeout=20, what="a poll after one failed")
+            server.restart()
+            rig.sim.set_presence("101", profile="Away")
+            call = rig.sim.engine.place_call("+15550100", "101")
+            await eventually(lambda: any(ev.type == "presence.changed" for ev in rig.stream.events)
+                             and any(ev.pbx_call_id == call.callid for ev in rig.stream.events),
+                             timeout=20, what="events made after NATS came back")  # fmt: skip
+            await _quiet(rig)
+            events = await stream_events(rig.nc)
+        assert adapter.stats.leaderships == 1 and adapter.stats.failed_leaderships == 0
+        changed = [ev for ev in events if isinstance(ev, e.PresenceChanged)]
+        assert [(ev.data.extension, ev.data.profile) for ev in changed] == [("101", "Away")]
+        assert [ev.type for ev in events if ev.pbx_call_id == call.callid] == ["call.created", "call.ringing"]
+
+
+async def test_a_leadership_ended_by_an_error_is_logged_with_its_cause_and_led_again(
+    nats_server: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    nc = await connect(nats_server, name="test-failed-leadership")
+    await fresh_bus(nc.jetstream())
+    async with running_simulator(SimConfig()) as sim, httpx.AsyncClient(base_url=sim.base_url) as http:
+        adapter = adapter_for(nc, sim, http, IngestConfig(call_end_grace_s=0.2))
+        watch_modes = adapter._watch_modes
+
+        async def fails_in_the_first_leadership(lead_stop: asyncio.Event) -> None:
+            if adapter.stats.leaderships == 1:
+                raise RuntimeError("one of the leadership's tasks failed")
+            await watch_modes(lead_stop)
+
+        monkeypatch.setattr(adapter, "_watch_modes", fails_in_the_first_leadership)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(adapter.run(stopping))
+        try:
+            await eventually(lambda: adapter.stats.leaderships == 2 and adapter.synced.is_set(),
+                             what="a second leadership")  # fmt: skip
+            call = sim.engine.place_call("+15550100", "101")
+            await eventually(lambda: adapter.outbox is not None and adapter.outbox.published >= 3,
+                             what="the call's events")  # fmt: skip
+        finally:
+            stopping.set()
+            with anyio.fail_after(15):
+                await task
+        events = await stream_events(nc)
+    await nc.close()
+    assert adapter.stats.failed_leaderships == 1
+    failed = [r for r in caplog.records if "leadership failed" in r.getMessage()]
+    assert failed and failed[0].levelno == logging.ERROR
+    assert "one of the leadership's tasks failed" in failed[0].getMessage() + str(failed[0].exc_info)
+    assert [ev.type for ev in events if ev.pbx_call_id == call.callid] == ["call.created", "call.ringing"]
 
 
 # --------------------------------------------------------------------------- two processes, one PBX
