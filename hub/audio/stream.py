@@ -61,6 +61,7 @@ class ParticipantStream:
         self._writer = PacedWriter(lead_ms=lead_ms, clock=clock, tap=tap)  # tap: the hub-side recorder hears it
         self.ended = asyncio.Event()
         self.connected = asyncio.Event()
+        self._leaving = asyncio.Event()
         self.get_attempts = 0
         self.post_attempts = 0
         self.error: StreamError | None = None
@@ -87,6 +88,7 @@ class ParticipantStream:
             try:
                 yield self
             finally:
+                self._leaving.set()  # a poster still waiting for the leg to connect stops at once
                 self._writer.cancel()
                 self._sub.close()
                 try:
@@ -117,12 +119,13 @@ class ParticipantStream:
 
     async def _outgoing(self) -> None:
         """The outgoing stream: one chunked POST of paced frames, re-opened if it breaks while the call lasts."""
-        waiter = asyncio.create_task(self.connected.wait())
-        ended = asyncio.create_task(self.ended.wait())
-        await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        ended.cancel()
-        if not self.connected.is_set():
+        waiters = [asyncio.create_task(e.wait()) for e in (self.connected, self.ended, self._leaving)]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the session is left before the leg connected: no waiter outlives the stream
+            for waiter in waiters:
+                waiter.cancel()
+        if not self.connected.is_set() or self._leaving.is_set():
             return
         token = await self._tokens.token()
         delay = 0.05

@@ -98,7 +98,7 @@ class Coordinator:
         )
         self.runtime = AgentRuntime(self.agent, nc, runtime_options)
         self.calls: OrderedDict[tuple[str, str], CallView] = OrderedDict()  # bounded: a lost call.ended must not leak
-        self.counts = {"assigned": 0, "escalated": 0, "lease_expired": 0, "safe_routed": 0}
+        self.counts = {"assigned": 0, "escalated": 0, "lease_expired": 0, "safe_routed": 0, "safe_route_gone": 0}
         self._busy: set[str] = set()
         self._leases: LeaseStore | None = None
         self._assignments: AssignmentStore | None = None
@@ -358,6 +358,10 @@ class Coordinator:
                 self.counts["safe_routed"] += 1
                 return result
             code = result.error.code if result.error else None
+            if code is ErrorCode.NOT_FOUND:  # the caller hung up (or the leg moved on) first: nothing to route
+                self.counts["safe_route_gone"] += 1
+                log.info("safe route not needed: the call's leg is gone", call_id=call_id, to=target)
+                return result
             log.error("safe route failed", call_id=call_id, to=target, code=code, attempt=attempt)
             if code not in RETRYABLE_CODES and code is not ErrorCode.OUTCOME_UNKNOWN:
                 break

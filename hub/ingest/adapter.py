@@ -263,7 +263,7 @@ class PbxAdapter:
         )  # fmt: skip
         self.registry = registry
         self.tracker.reset()
-        self.tracker.load(await registry.load(), registry.legless())
+        self.tracker.load(await registry.load(), registry.legless(), registry.provisional_legs)
         hints = CommandHints()
         self.emitter = Emitter(self.pbx.id, registry, epoch=self.lease.epoch, config=self.config, hints=hints,
                                park_orbit=self.pbx.park_orbit)  # fmt: skip
@@ -681,7 +681,7 @@ class PbxAdapter:
     async def _reload(self) -> None:
         assert self.outbox is not None
         self.tracker.reset()
-        self.tracker.load(await self.registry.load(), self.registry.legless())
+        self.tracker.load(await self.registry.load(), self.registry.legless(), self.registry.provisional_legs)
         self.outbox.clear_overflow()
         self._recovering = False
         if self.socket is not None and self.socket.connected:

@@ -82,6 +82,13 @@ class CallRecord:
             "counters": self.counters, "legs": self.legs, "last_leg": self.last_leg,
         }).encode()  # fmt: skip
 
+    def provisional_json(self) -> bytes:
+        """The legs only (no counters: nothing is known to be acknowledged yet), marked provisional."""
+        return json.dumps({
+            "call_id": self.call_id, "callid": self.callid, "first_seen": self.first_seen,
+            "last_seen": self.last_seen, "legs": self.legs, "provisional": True,
+        }).encode()  # fmt: skip
+
     def id_json(self) -> bytes:
         return json.dumps({
             "call_id": self.call_id, "first_seen": self.first_seen, "last_seen": self.last_seen,
@@ -121,6 +128,8 @@ class CallRegistry:
         self._ids_dirty: dict[int, CallRecord] = {}
         self._state_dirty: set[int] = set()
         self._state_gone: set[int] = set()
+        self._provisional: dict[int, CallRecord] = {}  # new calls whose first state is written with their ids
+        self.provisional_legs: list[LegSnapshot] = []  # loaded: legs of calls saved before their events were acked
 
     def _key(self, callid: int) -> str:
         return f"{self.pbx_id}.{callid}"
@@ -131,6 +140,8 @@ class CallRegistry:
         """Read every active call of this PBX from ``ML_INGEST``; return their legs for the tracker."""
         self.active.clear()
         self._state_dirty.clear()
+        self._provisional.clear()
+        self.provisional_legs = []
         self._state_gone.clear()
         if self._state is None:
             return []
@@ -142,7 +153,11 @@ class CallRegistry:
                     break
                 if not entry.value or not entry.key.rsplit(".", 1)[-1].isdigit():
                     continue  # the pollers' documents share the bucket
-                record = CallRecord.from_state(json.loads(entry.value))
+                raw = json.loads(entry.value)
+                record = CallRecord.from_state(raw)
+                if raw.get("provisional"):
+                    self.provisional_legs += record.snapshots()
+                    continue
                 self.active[record.callid] = record
                 legs += record.snapshots()
         finally:
@@ -169,6 +184,7 @@ class CallRegistry:
         if previous is None and await self._claim_id(record):
             self.active[callid] = record  # the common case: one atomic create, the id is saved before any event
             self._state_dirty.add(callid)
+            self._provisional[callid] = record
             return record, "new"
         previous = previous or await self._read_id(callid)
         if previous is not None and (not previous.ended or at - previous.last_seen <= self.reappear_window_s):
@@ -182,6 +198,7 @@ class CallRegistry:
         self.active[callid] = record  # a new call on a callid used long ago (or the bus is down): saved later
         self._ids_dirty[callid] = record
         self._state_dirty.add(callid)
+        self._provisional[callid] = record
         return record, "new"
 
     async def claim_reconciled(self, callid: int, at: float) -> CallRecord | None:
@@ -262,6 +279,22 @@ class CallRegistry:
             await self._ids.put(self._key(callid), record.id_json())
             if self._ids_dirty.get(callid) is record:
                 del self._ids_dirty[callid]
+        await self._flush_provisional()
+
+    async def _flush_provisional(self) -> None:
+        """A new call's legs, saved before its first events are published: acknowledged state is saved up to
+        ``persist_interval_s`` later, and a leader that dies in between left the next one nothing of a call whose
+        legs then went, so its end was never published. A provisional record is loaded as legs to compare, not as
+        a known call: a leg still there opens the call again from its id ("recovered", same event ids)."""
+        if self._state is None:
+            self._provisional.clear()
+            return
+        state = self._state
+        batch = {c: r for c, r in self._provisional.items() if r.legs and self.active.get(c) is r}
+        await asyncio.gather(*(state.put(self._key(c), r.provisional_json()) for c, r in batch.items()))
+        for callid, record in list(self._provisional.items()):
+            if callid in batch or not record.legs or self.active.get(callid) is not record:
+                del self._provisional[callid]
 
     def take_state(self) -> tuple[dict[int, bytes], set[int]]:
         """What to persist now: states of changed active calls, and calls whose state must be deleted."""

@@ -123,16 +123,18 @@ class CallControlSocket:
                 await self._on_connect()
                 self.backoff.reset()
                 stop = asyncio.ensure_future(stopping.wait())
+                receive: asyncio.Future[str | bytes] | None = None
                 try:
                     while True:
                         receive = asyncio.ensure_future(ws.recv())
                         done, _ = await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
                         if receive not in done:
-                            receive.cancel()
                             return "stopping"
                         self._on_frame(receive.result(), self._clock())
-                finally:
+                finally:  # also when cancelled (a leadership ended by an error): no receive outlives the socket
                     stop.cancel()
+                    if receive is not None and not receive.done():
+                        receive.cancel()
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status == 401:

@@ -168,21 +168,31 @@ class Tracker:
         self._snapshots = 0  # full reads in progress (their results may still arrive)
         self._batch_until = 0.0  # known re-reads wait for company until then
         self._ending: dict[int, float] = {}  # callid -> when it is gone unless a leg appears (few at a time)
+        self._provisional: dict[Entity, LegSnapshot] = {}  # legs of calls saved before their events were confirmed
 
     # ------------------------------------------------------------------ state loading
 
-    def load(self, legs: Iterable[LegSnapshot], legless: Iterable[LegSnapshot] = ()) -> None:
+    def load(
+        self, legs: Iterable[LegSnapshot], legless: Iterable[LegSnapshot] = (),
+        provisional: Iterable[LegSnapshot] = (),
+    ) -> None:  # fmt: skip
         """Known state from a previous run (no observations: a resync compares the PBX with it). ``legless``: the
         last leg of each call saved without legs (its end was due when the previous run stopped); the first full
-        read ends those calls, unless a leg of theirs is back."""
+        read ends those calls, unless a leg of theirs is back. ``provisional``: legs of new calls whose events may
+        not have gone out; the first full read announces those still there as new (their event ids repeat, and
+        are deduplicated) and removes those gone."""
         for leg in legs:
-            self.legs[leg.entity] = leg
-            self._by_dn.setdefault(leg.participant.dn, set()).add(leg.entity)
-            call = self.calls.setdefault(leg.callid, _Call())
-            call.legs.add(leg.entity)
-            call.last_leg = leg
+            self._know(leg)
         for leg in legless:
             self.calls.setdefault(leg.callid, _Call(last_leg=leg))
+        self._provisional.update({leg.entity: leg for leg in provisional})
+
+    def _know(self, leg: LegSnapshot) -> None:
+        self.legs[leg.entity] = leg
+        self._by_dn.setdefault(leg.participant.dn, set()).add(leg.entity)
+        call = self.calls.setdefault(leg.callid, _Call())
+        call.legs.add(leg.entity)
+        call.last_leg = leg
 
     def reset(self) -> None:
         """Forget all state (before loading persisted state again after an outbox overflow); stats are kept."""
@@ -368,6 +378,12 @@ class Tracker:
     def snapshot_done(self, ticket: int, dns: dict[str, list[LegSnapshot]], at: float) -> list[Observation]:
         """Apply a full read: every difference is an inferred observation; calls left without legs are gone now."""
         self.snapshot_failed()
+        if self._provisional:
+            present = {leg.entity for legs in dns.values() for leg in legs}
+            for entity, leg in self._provisional.items():
+                if entity not in present and entity not in self.legs:
+                    self._know(leg)  # gone: the read below removes it, and ends its call
+            self._provisional.clear()
         out: list[Observation] = []
         for dn, legs in dns.items():
             out += self._apply_dn(dn, legs, ticket, at, inferred=True)

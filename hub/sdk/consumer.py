@@ -84,8 +84,13 @@ class PartitionConsumer:
             while not self._stop.is_set():
                 fetch = asyncio.ensure_future(puller.fetch(16, expires=self._options.fetch_expires_s, idle=0))
                 stopped = asyncio.ensure_future(self._stop.wait())
-                done, _ = await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
+                try:
+                    done, _ = await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                except asyncio.CancelledError:
+                    fetch.cancel()
+                    raise
+                finally:
+                    stopped.cancel()
                 if fetch not in done:
                     fetch.cancel()
                     try:  # 3.11's wait_for can let a fetch finish despite the cancel: give back what it got

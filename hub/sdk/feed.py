@@ -94,6 +94,14 @@ def consumer_name(agent: str, partition: int) -> str:
     return f"ml-agent-{agent}-p{partition}"
 
 
+def agent_of_consumer(name: str) -> str | None:
+    """The agent a feed consumer belongs to (the inverse of :func:`consumer_name`), None for any other consumer."""
+    if not name.startswith("ml-agent-"):
+        return None
+    agent, sep, partition = name.removeprefix("ml-agent-").rpartition("-p")
+    return agent if sep and agent and partition.isdigit() else None
+
+
 def consumer_config(agent: str, partition: int, filter_subjects: list[str], ack_wait_s: float) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=consumer_name(agent, partition),

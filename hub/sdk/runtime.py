@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from nats.aio.client import Client
@@ -27,7 +28,7 @@ from hub.bus.kv import AGENTS, CALL_LEASES, open_bucket
 from hub.logs import get_logger
 from hub.sdk.agent import Agent
 from hub.sdk.client import CommandClient
-from hub.sdk.consumer import ConsumerOptions, PartitionConsumer, ensure_consumer
+from hub.sdk.consumer import EVENTS, ConsumerOptions, PartitionConsumer, ensure_consumer
 from hub.sdk.context import Context
 from hub.sdk.feed import ensure_feed
 from hub.sdk.filters import consumer_filters
@@ -80,6 +81,7 @@ class AgentRuntime:
         self.ready = asyncio.Event()
         self.handled = 0
         self.skipped = 0
+        self.expired_assignments = 0  # assignments taken after their claim window: left to the coordinator
         self._tasks: dict[tuple[str, str], set[asyncio.Task[None]]] = {}
 
     @property
@@ -322,10 +324,26 @@ class AgentRuntime:
             await handler(event, ctx)
 
     async def _assigned(self, event: ev.AgentAssigned, ctx: Context) -> None:
+        if self.agent.claim_assigned and claim_window_passed(event, utcnow()):
+            # a lagging replica: the coordinator escalates this call (next candidate or the safe route), and a claim
+            # now would race it, two parties acting on one call; leaving it also lets the replica catch up
+            self.expired_assignments += 1
+            EVENTS.labels(self.agent.name, "assignment_expired").inc()
+            late_s = round((utcnow() - event.occurred_at).total_seconds(), 1)
+            log.info("assignment expired before it was handled; the coordinator escalates it",
+                     agent=self.agent.name, call_id=event.call_id, late_s=late_s)  # fmt: skip
+            return
         if self.agent.claim_assigned and not await ctx.claim(leg=event.leg):
             return
         for handler in self.agent.assigned_handlers:
             await handler(event, ctx)
+
+
+def claim_window_passed(event: ev.AgentAssigned, now: datetime) -> bool:
+    """The coordinator's claim window (``claim_within_s`` from the assignment) is over (its clock and ours agree to
+    well under a window, as NTP keeps them)."""
+    within = event.data.claim_within_s
+    return within is not None and now > event.occurred_at + timedelta(seconds=within)
 
 
 async def _sleep_or(stopping: asyncio.Event, seconds: float) -> None:

@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from hub.simulator.engine import Leg, SimError
+from hub.simulator.media import LegMedia
 
 if TYPE_CHECKING:
     from hub.simulator.app import Simulator
@@ -57,11 +58,14 @@ class StreamRoutes:
         if isinstance(prepared, Response):
             return self.sim._respond(request, prepared)
         leg, authorization = prepared
+        try:  # before the response starts: a leg whose media just ended is a 404, not a broken stream
+            media = self.sim.media.live(leg.id)
+        except SimError as exc:
+            return self.sim._respond(request, JSONResponse({"reasontext": exc.reason}, status_code=exc.status))
         self.sim._journal(request, 200)
-        return StreamingResponse(self._frames(leg, authorization), media_type="application/octet-stream")
+        return StreamingResponse(self._frames(leg, media, authorization), media_type="application/octet-stream")
 
-    async def _frames(self, leg: Leg, authorization: str) -> AsyncIterator[bytes]:
-        media = self.sim.media.live(leg.id)
+    async def _frames(self, leg: Leg, media: LegMedia, authorization: str) -> AsyncIterator[bytes]:
         clock = self.sim.clock
         size = self.config.stream_chunk_bytes
         offset = media.inbound.position(clock())

@@ -29,6 +29,7 @@ from hub.config import Settings
 from hub.eventlog import EventStore, LogFilter
 from hub.eventlog.migrate import upgrade_async
 from hub.logs import get_logger
+from hub.sdk.feed import agent_of_consumer
 from hub.simulator import SimConfig, SimHandle, running_simulator
 from hub.supervise import Service, Supervisor
 from hub.up import SIM_SECRET, _child_env, _plan
@@ -116,6 +117,20 @@ class HubRig:
         except Exception:  # NATS down or restarting: no figure
             return None
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def behind(self) -> dict[str, int]:
+        """Per agent, the feed events its consumers have not acknowledged, over all partitions (empty while NATS is
+        away)."""
+        try:
+            infos = await asyncio.wait_for(self.nc.jetstream().consumers_info(subjects.FEED_STREAM), 2.0)
+        except Exception:  # NATS down or restarting, or no agent started yet: no figure
+            return {}
+        out: dict[str, int] = {}
+        for info in infos:
+            agent = agent_of_consumer(info.name or "")
+            if agent is not None:
+                out[agent] = out.get(agent, 0) + int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        return out
 
     async def stream_messages(self) -> int | None:
         try:

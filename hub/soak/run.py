@@ -23,7 +23,7 @@ from hub.soak.invariants import (
     recovered,
     transitions_once,
 )
-from hub.soak.metrics import Sample, lag_recovers, memory_flat, render, rss_kib
+from hub.soak.metrics import Sample, behind_summary, lag_recovers, memory_flat, render, rss_kib
 from hub.soak.rig import END_GRACE_S, HubRig, running_hub
 from hub.soak.traffic import load
 from schemas.events import Event
@@ -48,13 +48,14 @@ class SoakReport:
             f"recovery {i.recovery.fault}: " + ("none" if i.recovery.seconds is None else f"{i.recovery.seconds:.2f} s")
             for i in self.injected
         ]
+        lines += ["", *behind_summary(self.samples)]
         lines += ["", *(v.line() for v in self.verdicts), "", f"soak {'PASSED' if self.ok else 'FAILED'}"]
         return "\n".join(lines)  # fmt: skip
 
 
 async def _sample(rig: HubRig, started: float, fault: str) -> Sample:
     rss = {name: kib for name, pid in rig.pids().items() if (kib := rss_kib(pid)) is not None}
-    return Sample(time.monotonic() - started, rss, await rig.lag(), await rig.logged(), fault)
+    return Sample(time.monotonic() - started, rss, await rig.lag(), await rig.logged(), fault, await rig.behind())
 
 
 async def soak(
@@ -75,7 +76,8 @@ async def soak(
                 sample = await _sample(rig, started, current)
                 report.samples.append(sample)
                 rss = " ".join(f"{name}={kib // 1024}M" for name, kib in sample.rss_kib.items())
-                echo(f"{sample.at_s:6.0f}s lag {sample.lag} logged {sample.logged} {rss} {sample.fault}")
+                behind = " ".join(f"{agent}-behind={n}" for agent, n in sorted(sample.behind.items()))
+                echo(f"{sample.at_s:6.0f}s lag {sample.lag} logged {sample.logged} {rss} {behind} {sample.fault}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), sample_every_s)
 
@@ -134,13 +136,21 @@ async def run_soak(settings: Settings, *, minutes: float, rate: float, fault_eve
     return 0 if report.ok else 1
 
 
+KILL_SLACK_S = 10.0
+"""How far before an ingest SIGKILL a transition may be lost with what the process held unpublished (read but
+not yet sent): under the soak's load on 2 cores ingest's backlog reached seconds. Such a loss is counted in the
+verdict's detail; a transition twice is never excused."""
+
+
 def ground_truth_verdicts(
     rig: HubRig, events: list[Event], injected: list[Injected], *, within_s: float
 ) -> list[Verdict]:
     """The D§4 invariants of a run against the simulator's journal, and every fault recovered within ``within_s``."""
     entries = rig.sim.journal.entries
     return [
-        transitions_once(entries, rig.sim.config.visible, events, end_grace_s=END_GRACE_S, cuts=rig.cuts),
+        transitions_once(
+            entries, rig.sim.config.visible, events, end_grace_s=END_GRACE_S, cuts=rig.cuts, crash_slack_s=KILL_SLACK_S
+        ),
         inferred_only_hidden(entries, events, cuts=rig.cuts),
         event_ids_once(e.event_id for e in events),
         commands_once(entries),

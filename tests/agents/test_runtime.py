@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -28,7 +30,8 @@ from hub.sdk.leases import LeaseStore
 from hub.sdk.registry import AgentRecord
 from schemas import events as ev
 from schemas import subjects
-from tests.agents.support import FAST, PBX, CallScript, bus_events, events_of, publish, running
+from schemas.common import utcnow
+from tests.agents.support import FAST, PBX, CallScript, bus_events, events_of, lease_owner, publish, running
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
@@ -317,3 +320,31 @@ async def test_an_unreadable_registry_record_is_passed_over_and_the_view_still_s
         assert [r.replica for r in view.alive("a")] == ["r1"]
     finally:
         await view.stop()
+
+
+def _assigned(call: CallScript, agent: str, *, late_s: float) -> ev.AgentAssigned:
+    return ev.AgentAssigned.model_validate({
+        "event_id": uuid.uuid4(), "pbx_id": PBX, "call_id": call.call_id, "leg": call.leg,
+        "occurred_at": utcnow() - timedelta(seconds=late_s),
+        "data": {"agent": agent, "rule": "default", "claim_within_s": 3.0},
+    })  # fmt: skip
+
+
+async def test_an_assignment_handled_after_its_claim_window_is_left_to_the_coordinator(nc: Client) -> None:
+    """A replica far behind its feed (the soak's routing agent, minutes late) claimed calls the coordinator had
+    already escalated: two parties acting on one call, and work spent on calls long gone."""
+    agent = Agent("router")
+    handled: list[str] = []
+
+    @agent.on_assigned
+    async def route(event: ev.AgentAssigned, ctx: Context) -> None:
+        handled.append(ctx.call_id)
+
+    fresh, late = CallScript(), CallScript()
+    async with running(agent, nc) as runtime:
+        await publish(nc, _assigned(late, "router", late_s=10.0), _assigned(fresh, "router", late_s=0.0))
+        await wait_until(lambda: _true(runtime.handled >= 2), what="both assignments handled")
+    assert handled == [fresh.call_id]
+    assert runtime.expired_assignments == 1
+    assert await lease_owner(nc, fresh.call_id) == "router"
+    assert await lease_owner(nc, late.call_id) is None

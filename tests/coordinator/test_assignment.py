@@ -3,6 +3,7 @@ the safe route when nobody can take the call."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 from pathlib import Path
@@ -120,6 +121,23 @@ async def test_with_no_candidate_up_the_call_takes_the_safe_route(nc: Client) ->
         assert assigned.data.reason == "no candidate agent is up (ghost)"
         [operator] = rig.sim.engine.participants(SAFE_ROUTE)
         assert operator.status == "Ringing"
+
+
+async def test_a_call_gone_before_its_safe_route_is_not_an_error(nc: Client, caplog: pytest.LogCaptureFixture) -> None:
+    """The soak logged thousands of "safe route failed" errors for callers who had hung up first: a leg the PBX
+    no longer has needs no route, so it is counted and logged as such, not retried and not an error."""
+    caplog.set_level(logging.INFO)
+    async with worker_rig(nc) as rig, running_coordinator(nc, assign("ghost")) as coordinator:
+        placed = rig.sim.engine.place_call("+15550100", "800")
+        call = rig.script(rig.route_point_leg())
+        rig.sim.engine.hangup(placed.callid)
+        await publish(nc, call.created(), call.answered())
+        await wait_until(lambda: _true(coordinator.counts["safe_route_gone"] == 1), what="the safe route's answer")
+        assert coordinator.counts["safe_routed"] == 0
+        assert len(rig.requests("/routeto")) == 1  # tried once: a 404 is not retried
+    messages = [r.getMessage() for r in caplog.records if r.name == "hub.coordinator.service"]
+    assert any("safe route not needed" in m for m in messages)
+    assert not any("safe route failed" in m for m in messages)
 
 
 async def test_outbound_and_internal_calls_are_not_assigned(nc: Client) -> None:

@@ -141,3 +141,46 @@ def test_a_call_whose_legs_were_all_fleeting_may_come_back_inferred_from_the_his
     assert inferred_only_hidden(j.entries, rebuilt).ok  # gone 0.3 s after it appeared
     assert not inferred_only_hidden(j.entries, rebuilt, fleeting_s=0.2).ok
     assert not inferred_only_hidden(_journal().entries, rebuilt).ok  # a leg that lived 2 s was there to be read
+
+
+def _with_a_second_leg(lived_s: float, read_status: int) -> Journal:
+    """The call of :func:`_journal`, plus a leg ringing at the safe route (100) for ``lived_s``, read once."""
+    j = _journal()
+    j.add(0.5, "state", callid=1, dn="100", participant_id=9, legid=2, old_status=None, new_status="Ringing")
+    _request(j, "/callcontrol/100/participants/9", method="GET", status=read_status)
+    j.add(0.5 + lived_s, "state", callid=1, dn="100", participant_id=9, legid=2, old_status="Ringing",
+          new_status=None)  # fmt: skip
+    return j
+
+
+def test_a_leg_gone_before_its_read_answered_may_be_missing_and_nothing_else() -> None:
+    """3CX's frames carry no state: a leg whose only read answered 404 was never knowable (the soak's safe-route
+    legs, rung for a fraction of a second before the caller hung up). One the hub read, or that lived long, was."""
+
+    def everywhere(dn: str) -> bool:
+        return dn in {"800", "100"}
+
+    verdict = transitions_once(_with_a_second_leg(0.3, 404).entries, everywhere, _faithful(), end_grace_s=0.2)
+    assert verdict.ok and "1 legs gone before" in verdict.detail
+    read = transitions_once(_with_a_second_leg(0.3, 200).entries, everywhere, _faithful(), end_grace_s=0.2)
+    assert not read.ok and "missing (1, '100', 9, 2, 'ringing')" in read.detail
+    lived = transitions_once(_with_a_second_leg(1.5, 404).entries, everywhere, _faithful(), end_grace_s=0.2)
+    assert not lived.ok
+    lost_on_800 = [ev for ev in _faithful() if ev.type != "call.answered"]
+    assert not transitions_once(_with_a_second_leg(0.3, 404).entries, everywhere, lost_on_800, end_grace_s=0.2).ok
+
+
+def test_what_a_killed_ingest_had_not_published_may_be_missing_but_nothing_else_and_never_twice() -> None:
+    """SIGKILL loses what ingest had read but not yet published; a leg gone before the next leader's re-read
+    leaves nothing to rebuild its last transitions from. Only transitions within the slack before the kill."""
+    j = _journal()  # rings at 0.0, answered at 0.1, gone at 2.0
+    j.add(2.5, "ws", detail={"action": "other"})  # index 3: ingest killed here
+    j.add(3.0, "request", detail={"method": "GET", "path": "/callcontrol", "status": 200})
+    published = [_event("created", leg=False), _event("ringing"), _event("answered")]
+    verdict = transitions_once(j.entries, _visible, published, end_grace_s=0.2, cuts=[3], crash_slack_s=1.0)
+    assert verdict.ok and "2 transitions a killed ingest had not yet published" in verdict.detail
+    no_answer = [_event("created", leg=False), _event("ringing")]  # the answer, 2.4 s before the kill, is lost
+    assert not transitions_once(j.entries, _visible, no_answer, end_grace_s=0.2, cuts=[3], crash_slack_s=1.0).ok
+    twice = [*published, _event("ringing")]
+    assert not transitions_once(j.entries, _visible, twice, end_grace_s=0.2, cuts=[3], crash_slack_s=1.0).ok
+    assert not transitions_once(j.entries, _visible, published, end_grace_s=0.2, crash_slack_s=1.0).ok  # no kill

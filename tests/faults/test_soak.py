@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.soak.metrics import agents_of
 from hub.soak.run import soak
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats, pytest.mark.postgres]
@@ -25,3 +26,5 @@ async def test_a_two_minute_soak_with_rotating_faults_keeps_every_invariant_and_
     assert "every observed transition once in the log" in names and "no command executed twice" in names
     assert "lag back under the bound after each fault" in names and "memory flat" not in names
     assert report.logged > 100 * 60  # the traffic really ran
+    assert set(agents_of(report.samples)) >= {"coordinator", "routing", "crm"}  # each agent's backlog is reported
+    assert "agent routing behind its feed" in report.text()

@@ -178,6 +178,47 @@ async def test_a_leadership_ended_by_an_error_is_logged_with_its_cause_and_led_a
     assert [ev.type for ev in events if ev.pbx_call_id == call.callid] == ["call.created", "call.ringing"]
 
 
+async def test_a_leader_that_dies_before_saving_a_new_call_leaves_the_next_one_enough_to_end_it(
+    nats_server: str,
+) -> None:
+    """Found by the CI soak on a slower machine: a call whose events were out but whose state was not yet saved
+    (acknowledged state is saved every ``persist_interval_s``), and which ended while no leader ran, was never
+    ended: the next leader knew nothing of it. Its legs are now saved, provisionally, before its first events."""
+    config = IngestConfig(call_end_grace_s=0.2, persist_interval_s=3600, leader_lease_s=1.0)
+    nc = await connect(nats_server, name="test-provisional")
+    await fresh_bus(nc.jetstream())
+    async with running_simulator(SimConfig()) as sim, httpx.AsyncClient(base_url=sim.base_url) as http:
+        first = adapter_for(nc, sim, http, config)
+        crash = asyncio.create_task(first.run(asyncio.Event()))
+        with anyio.fail_after(10):
+            await first.synced.wait()
+        call = sim.engine.place_call("+15550100", "101")
+        await eventually(lambda: first.outbox is not None and first.outbox.published >= 3, what="the call's events")
+        crash.cancel()  # dies: the periodic save of acknowledged state never comes
+        with contextlib.suppress(asyncio.CancelledError):
+            await crash
+        sim.engine.hangup(call.callid)  # while nobody leads
+        second = adapter_for(nc, sim, http, config)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(second.run(stopping))
+        try:
+            with anyio.fail_after(15):
+                await second.synced.wait()
+            await eventually(lambda: second.idle and second.outbox is not None and len(second.outbox) == 0,
+                             what="the takeover's re-read published")  # fmt: skip
+        finally:
+            stopping.set()
+            with anyio.fail_after(15):
+                await task
+        events = await stream_events(nc)
+    await nc.close()
+    mine = [ev for ev in events if ev.pbx_call_id == call.callid]
+    assert [(ev.type, ev.inferred) for ev in mine] == [
+        ("call.created", False), ("call.ringing", False), ("call.leg_removed", True), ("call.ended", True),
+    ]  # fmt: skip
+    assert len({ev.call_id for ev in mine}) == 1  # one hub call id throughout
+
+
 # --------------------------------------------------------------------------- two processes, one PBX
 
 

@@ -11,6 +11,7 @@ from hub.ingest.tracker import (
     DtmfPressed,
     LegAppeared,
     LegChanged,
+    LegRemoved,
     Observation,
     Read,
     Tracker,
@@ -267,3 +268,20 @@ def test_a_call_saved_without_legs_is_ended_by_the_first_full_read_unless_a_leg_
     [gone] = [o for o in out if isinstance(o, CallGone)]
     assert (gone.callid, gone.last_leg.participant.participant_id, gone.inferred) == (8, 6, True)
     assert 9 in t.calls and 8 not in t.calls  # call 9 has a leg again: it goes on
+
+
+def test_provisional_legs_are_announced_when_still_there_and_removed_when_gone() -> None:
+    """Legs saved with a new call's id before its events were acknowledged: the next leader cannot tell whether
+    they went out, so one still there is announced again (same ids, deduplicated) and one gone is removed."""
+    t = Tracker()
+    t.load([], provisional=[leg(5, "Ringing", callid=7), leg(6, "Ringing", callid=8)])
+    ticket = t.snapshot_ticket()
+    out = t.snapshot_done(ticket, {"101": [leg(5, "Connected", callid=7)]}, 3.0)
+    appeared = [o for o in out if isinstance(o, LegAppeared)]
+    removed = [o for o in out if isinstance(o, LegRemoved)]
+    gone = [o for o in out if isinstance(o, CallGone)]
+    assert [(o.leg.participant.participant_id, o.inferred) for o in appeared] == [(5, True)]
+    assert [(o.leg.participant.participant_id, o.inferred) for o in removed] == [(6, True)]
+    assert [g.callid for g in gone] == [8]
+    again = t.snapshot_done(t.snapshot_ticket(), {"101": [leg(5, "Connected", callid=7)]}, 4.0)
+    assert again == []  # only the first full read after loading treats them so

@@ -11,6 +11,8 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 from hub.simulator import SimConfig, SimHandle
 from hub.simulator.media import Playout
@@ -163,6 +165,26 @@ async def test_the_get_stream_ends_when_the_leg_goes_away(sim: SimHandle, api: h
                 total += len(chunk)
                 if total >= 3200:  # 100 ms in, the caller hangs up
                     sim.engine.hangup(call.callid)
+    closed = [e for e in sim.journal.of("media") if e.detail["action"] == "stream_closed"]
+    assert [e.detail["reason"] for e in closed] == ["leg_ended"]
+
+
+async def test_a_leg_that_ends_as_its_get_stream_starts_ends_the_body_not_in_a_traceback(
+    sim: SimHandle, api: httpx.AsyncClient
+) -> None:
+    """The soak's simulator printed an ASGI traceback (404 raised mid-response) whenever a caller hung up between
+    the stream's checks and its first chunk: the stream now holds the leg's media from the checks on."""
+    call = sim.engine.place_call("+15550100", "800")
+    pid = sim.route_point_leg(call.callid).id
+    scope = {"type": "http", "method": "GET", "path": stream_url(sim, "800", pid), "query_string": b"",
+             "headers": [(b"authorization", api.headers["Authorization"].encode())],
+             "path_params": {"dn": "800", "pid": pid}}  # fmt: skip
+    response = await sim.sim.streams.get(Request(scope))
+    assert response.status_code == 200 and isinstance(response, StreamingResponse)
+    sim.engine.hangup(call.callid)  # after the checks, before the first chunk
+    with anyio.fail_after(5):
+        body = [chunk async for chunk in response.body_iterator]
+    assert body == []
     closed = [e for e in sim.journal.of("media") if e.detail["action"] == "stream_closed"]
     assert [e.detail["reason"] for e in closed] == ["leg_ended"]
 

@@ -1,0 +1,41 @@
+"""The soak's trend checks and its per-agent backlog figures, on hand-made samples."""
+
+from __future__ import annotations
+
+from hub.sdk.feed import agent_of_consumer, consumer_name
+from hub.soak.metrics import MIB, Sample, behind_summary, lag_recovers, memory_flat, render
+
+
+def test_feed_consumers_name_their_agent_and_other_consumers_name_none() -> None:
+    assert agent_of_consumer(consumer_name("routing", 3)) == "routing"
+    assert agent_of_consumer(consumer_name("agent-crm-v2", 15)) == "agent-crm-v2"
+    assert agent_of_consumer("ml-recorder") is None
+    assert agent_of_consumer("ml-agent-routing-px") is None
+
+
+def test_each_agent_s_backlog_is_summarised_and_shown_per_sample() -> None:
+    samples = [Sample(float(t), {"ingest": 80 * MIB}, 0, t, behind={"routing": n, "crm": 2 * n})
+               for t, n in enumerate([0, 10, 400, 20, 0])]  # fmt: skip
+    summary = behind_summary(samples)
+    assert summary == [
+        "agent crm behind its feed: p50 20, p99 800, max 800 events; at the end 0",
+        "agent routing behind its feed: p50 10, p99 400, max 400 events; at the end 0",
+    ]
+    table = render(samples, ["ingest"]).splitlines()
+    assert table[0].split() == ["time", "ingest", "lag", "logged", "crm", "behind", "routing", "behind", "fault"]
+    assert table[3].split()[-2:] == ["800", "400"]
+
+
+def test_memory_that_keeps_growing_fails_and_a_restart_dip_does_not() -> None:
+    flat = [Sample(float(t), {"ingest": (80 if t != 4 else 20) * MIB}) for t in range(9)]
+    assert memory_flat(flat, ["ingest"]).ok
+    growing = [Sample(float(t), {"ingest": (80 + 3 * t) * MIB}) for t in range(9)]
+    verdict = memory_flat(growing, ["ingest"])
+    assert not verdict.ok and "ingest" in verdict.detail
+
+
+def test_lag_must_come_back_under_the_bound_after_each_fault_and_end_at_zero() -> None:
+    samples = [Sample(float(t), lag=lag) for t, lag in enumerate([0, 500, 50, 0])]
+    assert lag_recovers(samples, [("nats", 0.5)], bound=100, within_s=2, final_lag=0).ok
+    assert not lag_recovers(samples, [("nats", 0.5)], bound=10, within_s=1, final_lag=0).ok
+    assert not lag_recovers(samples, [("nats", 0.5)], bound=100, within_s=2, final_lag=3).ok
