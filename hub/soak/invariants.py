@@ -36,15 +36,19 @@ class Verdict:
 
 def outages_of(entries: Sequence[Any], cuts: Iterable[int] = ()) -> list[Outage]:
     """The windows hidden from the hub: from each websocket close (or each ``cut``: the journal index where ingest
-    was killed, before the simulator noticed the socket gone) to the next ``GET /callcontrol`` (the re-read)."""
+    was killed, before the simulator noticed the socket gone) to the first ``GET /callcontrol`` after the websocket
+    connected again (the re-read; a new ingest process probes ``/callcontrol`` before it connects)."""
     opening = set(cuts)
     found: list[Outage] = []
     start: int | None = None
+    linked = False  # the websocket is back: the next full read is the re-read (one before it is ingest's probe)
     for entry in entries:
         if start is None and (entry.index in opening
                               or (entry.kind == "ws" and entry.detail.get("action") == "closed")):  # fmt: skip
-            start = entry.index
-        elif (start is not None and entry.kind == "request" and entry.detail.get("path") == "/callcontrol"
+            start, linked = entry.index, False
+        elif start is not None and entry.kind == "ws" and entry.detail.get("action") == "connected":
+            linked = True
+        elif (start is not None and linked and entry.kind == "request" and entry.detail.get("path") == "/callcontrol"
               and entry.detail.get("method", "GET") == "GET"):  # fmt: skip
             found.append(Outage(start, entry.index))
             start = None
@@ -101,8 +105,9 @@ def unpublished_at_kill(entries: Sequence[Any], cuts: Iterable[int], slack_s: fl
             if e.kind != "state" or e.callid is None or e.participant_id is None or e.old_status == e.new_status:
                 continue
             leg = (e.callid, e.dn or "", e.participant_id, e.legid or 0)
-            if e.old_status is None:
-                items |= {(*leg, "ringing"), (*leg, "answered"), (e.callid, "", 0, 0, "created")}
+            if e.old_status is None:  # a leg the dead process may have saved nothing of: its removal too
+                items |= {(*leg, "ringing"), (*leg, "answered"), (*leg, "leg_removed"),
+                          (e.callid, "", 0, 0, "created"), (e.callid, "", 0, 0, "ended")}  # fmt: skip
             elif e.new_status is None:
                 items |= {(*leg, "leg_removed"), (e.callid, "", 0, 0, "ended")}
             elif e.new_status == "Connected":

@@ -65,8 +65,9 @@ def test_an_outage_is_read_from_the_journal_and_expects_the_net_difference_infer
     j.add(0.0, "state", callid=1, dn="800", participant_id=7, legid=1, old_status=None, new_status="Ringing")
     j.add(0.5, "ws", detail={"action": "closed"})
     j.add(0.6, "state", callid=1, dn="800", participant_id=7, legid=1, old_status="Ringing", new_status="Connected")
+    j.add(0.8, "ws", detail={"action": "connected"})
     j.add(0.9, "request", detail={"method": "GET", "path": "/callcontrol", "status": 200})
-    assert outages_of(j.entries) == [Outage(1, 3)]
+    assert outages_of(j.entries) == [Outage(1, 4)]
     live = [_event("created", leg=False), _event("ringing")]
     ok = transitions_once(j.entries, _visible, [*live, _event("answered", inferred=True)], end_grace_s=0.5)
     assert ok.ok, ok.detail
@@ -83,9 +84,11 @@ def test_an_inferred_event_outside_any_outage_fails() -> None:
 def test_a_cut_opens_an_outage_before_the_simulator_saw_the_socket_close() -> None:
     j = _journal()
     j.add(3.0, "ws", detail={"action": "closed"})
-    j.add(3.1, "request", detail={"method": "GET", "path": "/callcontrol", "status": 200})
-    assert outages_of(j.entries, cuts=[1]) == [Outage(1, 4)]
-    assert outages_of(j.entries) == [Outage(3, 4)]
+    j.add(3.05, "request", detail={"method": "GET", "path": "/callcontrol", "status": 200})  # the new ingest's probe
+    j.add(3.08, "ws", detail={"action": "connected"})
+    j.add(3.1, "request", detail={"method": "GET", "path": "/callcontrol", "status": 200})  # its re-read
+    assert outages_of(j.entries, cuts=[1]) == [Outage(1, 6)]
+    assert outages_of(j.entries) == [Outage(3, 6)]
 
 
 def test_an_outage_still_open_at_the_end_hides_the_rest_of_the_journal() -> None:

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -23,6 +23,7 @@ from hub import natsd
 from hub.bus import connect
 from hub.bus.kv import INGEST_STATE, LEADERS, open_bucket
 from hub.config import IngestConfig
+from hub.ingest.adapter import PbxAdapter
 from hub.simulator import SimConfig, running_simulator
 from hub.simulator.projection import Item, diff, observed, project
 from schemas import events as e
@@ -53,6 +54,19 @@ def private_nats(tmp_path: Path) -> Iterator[RestartableNats]:
         yield nats
     finally:
         nats.server.stop()
+
+
+@contextlib.asynccontextmanager
+async def leading(adapter: PbxAdapter) -> AsyncIterator[None]:
+    """The adapter runs (stands by, then leads) until the block ends; then it stops cleanly."""
+    stopping = asyncio.Event()
+    task = asyncio.create_task(adapter.run(stopping))
+    try:
+        yield
+    finally:
+        stopping.set()
+        with anyio.fail_after(15):
+            await task
 
 
 def _ignoring_inferred(items: Counter[Item]) -> Counter[tuple[object, ...]]:
@@ -157,18 +171,12 @@ async def test_a_leadership_ended_by_an_error_is_logged_with_its_cause_and_led_a
             await watch_modes(lead_stop)
 
         monkeypatch.setattr(adapter, "_watch_modes", fails_in_the_first_leadership)
-        stopping = asyncio.Event()
-        task = asyncio.create_task(adapter.run(stopping))
-        try:
+        async with leading(adapter):
             await eventually(lambda: adapter.stats.leaderships == 2 and adapter.synced.is_set(),
                              what="a second leadership")  # fmt: skip
             call = sim.engine.place_call("+15550100", "101")
             await eventually(lambda: adapter.outbox is not None and adapter.outbox.published >= 3,
                              what="the call's events")  # fmt: skip
-        finally:
-            stopping.set()
-            with anyio.fail_after(15):
-                await task
         events = await stream_events(nc)
     await nc.close()
     assert adapter.stats.failed_leaderships == 1
@@ -199,17 +207,11 @@ async def test_a_leader_that_dies_before_saving_a_new_call_leaves_the_next_one_e
             await crash
         sim.engine.hangup(call.callid)  # while nobody leads
         second = adapter_for(nc, sim, http, config)
-        stopping = asyncio.Event()
-        task = asyncio.create_task(second.run(stopping))
-        try:
+        async with leading(second):
             with anyio.fail_after(15):
                 await second.synced.wait()
             await eventually(lambda: second.idle and second.outbox is not None and len(second.outbox) == 0,
                              what="the takeover's re-read published")  # fmt: skip
-        finally:
-            stopping.set()
-            with anyio.fail_after(15):
-                await task
         events = await stream_events(nc)
     await nc.close()
     mine = [ev for ev in events if ev.pbx_call_id == call.callid]
