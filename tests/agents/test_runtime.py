@@ -334,7 +334,7 @@ async def test_an_assignment_handled_after_its_claim_window_is_left_to_the_coord
     """A replica far behind its feed (the soak's routing agent, minutes late) claimed calls the coordinator had
     already escalated: two parties acting on one call, and work spent on calls long gone."""
     agent = Agent("router")
-    handled: list[str] = []
+    handled: list[str | None] = []
 
     @agent.on_assigned
     async def route(event: ev.AgentAssigned, ctx: Context) -> None:
