@@ -124,6 +124,8 @@ async def test_replayed_events_are_dropped_unless_the_agent_runs_with_backfill(n
         await publish(nc, fresh)
         await wait_until(lambda: _true(len(backfilled) == 2), what="the backfill agent to see both")
         await wait_until(lambda: _true(len(live) == 1), what="the acting agent to see the live event")
+        await wait_until(lambda: _true(acting_runtime.counts["replays_dropped"] >= 1),
+                         what="the acting agent to drop the replay (it may come after the live one)")  # fmt: skip
         dropped = acting_runtime.counts["replays_dropped"]
     assert live == [str(fresh.event_id)]
     assert sorted(backfilled) == sorted([(str(replayed.event_id), True), (str(fresh.event_id), False)])

@@ -177,6 +177,7 @@ async def test_a_sigkilled_owner_loses_its_lease_and_the_call_takes_the_safe_rou
                 call = CallScript(leg=rig.route_point_leg())
                 await publish(nc, call.created(), call.answered())
                 await wait_until(lambda: _is(lease_owner(nc, call.call_id), "template"), what="the agent's claim")
+                await wait_until(lambda: _noted(db_url), what="the agent's note committed")  # claimed, then noted
                 agent.send_signal(signal.SIGKILL)
                 await anyio.to_thread.run_sync(agent.wait, 10)
                 await wait_until(lambda: _true(not coordinator.is_up("template")), what="its beats to stop counting")
@@ -206,6 +207,15 @@ async def test_a_sigkilled_owner_loses_its_lease_and_the_call_takes_the_safe_rou
         await engine.dispose()
     assert [tuple(n) for n in notes] == [(call.call_id, "assigned")]
     assert [tuple(t) for t in tracked] == [("template", "agent.assigned")]
+
+
+async def _noted(db_url: str) -> bool:
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            return bool((await conn.execute(sa.text("SELECT count(*) FROM template_calls"))).scalar())
+    finally:
+        await engine.dispose()
 
 
 async def _two(awaitable: Any) -> bool:
