@@ -194,6 +194,7 @@ class PbxAdapter:
         self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
         self._reads: set[asyncio.Task[None]] = set()
         self._down_since: float | None = None
+        self._takeover_since: float | None = None  # a takeover's first re-read reconciles back to here
         self._link_n = 0
         self._history_since: datetime | None = None
         self._recovering = False
@@ -271,6 +272,8 @@ class PbxAdapter:
                              before_publish=registry.flush_ids)  # fmt: skip
         self._inbox = asyncio.Queue()
         self._down_since = None
+        # a takeover (epoch > 1): calls wholly inside the leaderless gap are only in the call history
+        self._takeover_since = self._clock() - UNSEEN_LOOKBACK_S if self.lease.epoch > 1 else None
         self.synced.clear()
         lead_stop = asyncio.Event()
         publish_stop = asyncio.Event()
@@ -588,6 +591,9 @@ class PbxAdapter:
             events.append(self._link_event(e.LinkResynced, data, item.at))
         if item.gap_s is not None and self._down_since is not None:
             self._reconcile_outage(self._down_since, item.at)
+        elif item.gap_s is None and self._takeover_since is not None:
+            self._reconcile_outage(self._takeover_since, item.at)  # calls the call-id map knows are skipped
+            self._takeover_since = None
         self._down_since = None
         self.synced.set()
         self.health.set(self.component, True, f"leader: websocket up ({self.modes.explained})")
