@@ -263,8 +263,7 @@ class PbxAdapter:
             reappear_window_s=self.config.reappear_window_s, online=lambda: self.nc.is_connected,
         )  # fmt: skip
         self.registry = registry
-        self.tracker.reset()
-        self.tracker.load(await registry.load(), registry.legless(), registry.provisional_legs)
+        await self._load_state()
         hints = CommandHints()
         self.emitter = Emitter(self.pbx.id, registry, epoch=self.lease.epoch, config=self.config, hints=hints,
                                park_orbit=self.pbx.park_orbit)  # fmt: skip
@@ -684,10 +683,14 @@ class PbxAdapter:
             await asyncio.sleep(0.1)
         self._inbox.put_nowait(_Reload())
 
-    async def _reload(self) -> None:
-        assert self.outbox is not None
+    async def _load_state(self) -> None:
+        """The tracker starts from the persisted state: known calls' legs, legless calls, provisional legs."""
         self.tracker.reset()
         self.tracker.load(await self.registry.load(), self.registry.legless(), self.registry.provisional_legs)
+
+    async def _reload(self) -> None:
+        assert self.outbox is not None
+        await self._load_state()
         self.outbox.clear_overflow()
         self._recovering = False
         if self.socket is not None and self.socket.connected:
