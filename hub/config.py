@@ -185,6 +185,9 @@ class CoordinatorSettings(Section):
         description="Issuers (globs) whose override flag the worker honours; the MCP facade sets it for such tokens",
     )
     scan_interval_s: float = Field(default=0.1, gt=0, description="How often leases and assignments are checked")
+    compact_every_s: float = Field(
+        default=300.0, gt=0, description="How often old delete markers are purged from the per-call KV buckets"
+    )
 
     def safe_route_for(self, pbx_id: str) -> str | None:
         return self.safe_routes.get(pbx_id, self.safe_route)

@@ -21,6 +21,7 @@ def coordinator_config(settings: Settings) -> CoordinatorConfig:
         claim_timeout_s=c.claim_timeout_s,
         lease_grace_s=c.lease_grace_s,
         scan_interval_s=c.scan_interval_s,
+        compact_every_s=c.compact_every_s,
     )
 
 

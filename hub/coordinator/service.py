@@ -30,6 +30,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from hub.bus import EventPublisher
+from hub.bus.compaction import COMPACT_EVERY_S, compact_forever
 from hub.bus.kv import AGENTS, ASSIGNMENTS, CALL_LEASES, open_bucket
 from hub.bus.kvmirror import KvMirror
 from hub.coordinator.assignments import Assignment, AssignmentChanged, AssignmentStore, Stored, assignment_key
@@ -60,6 +61,7 @@ class CoordinatorConfig:
     claim_timeout_s: float = 3.0
     lease_grace_s: float = 0.5
     scan_interval_s: float = 0.1
+    compact_every_s: float = COMPACT_EVERY_S  # delete markers out of the per-call buckets (hub.bus.compaction)
 
     def safe_route_for(self, pbx_id: str) -> str | None:
         return self.safe_routes.get(pbx_id, self.safe_route)
@@ -124,6 +126,8 @@ class Coordinator:
                 await self.runtime.ready.wait()
                 self.ready.set()
                 tg.create_task(self._scan(stopping, tg), name="coordinator-scan")
+                tg.create_task(compact_forever(self._js, stopping, every_s=self.config.compact_every_s),
+                               name="coordinator-compaction")  # fmt: skip
         finally:
             for view in (self._lease_view, self._assign_view, self._registry):
                 if view is not None:

@@ -38,6 +38,9 @@ Opened = Literal["new", "known", "recovered", "reappeared", "resumed"]
 """How a call's record was found: ``recovered`` = its id was saved but not its state (its first events may never
 have been acknowledged: they are emitted again with the same ids, and deduplicated if they were)."""
 
+RECENT_KEEP_S = 300.0  # an ended or parked call reappears through memory this long, through the call-id map after
+RECENT_MAX = 10_000
+
 
 @dataclass
 class CallRecord:
@@ -201,6 +204,16 @@ class CallRegistry:
         self._provisional[callid] = record
         return record, "new"
 
+    def _forget_old(self, now: float) -> None:
+        """Keep ended calls in memory only for ``RECENT_KEEP_S`` (and at most ``RECENT_MAX``): what comes back later
+        is looked up in the call-id map. Without the age bound ingest's memory rose for hours (~1.5 KiB a call) on a
+        quiet PBX before the count bound held it."""
+        while self._recent:
+            oldest = next(iter(self._recent.values()))
+            if len(self._recent) <= RECENT_MAX and now - oldest.last_seen <= RECENT_KEEP_S:
+                return
+            del self._recent[oldest.callid]
+
     async def claim_reconciled(self, callid: int, at: float) -> CallRecord | None:
         """A record for a call known only from the call log, or None when the hub already has this callid."""
         if callid in self.active or callid in self._recent:
@@ -257,8 +270,7 @@ class CallRegistry:
         record.legs.clear()
         self.active.pop(record.callid, None)
         self._recent[record.callid] = record
-        while len(self._recent) > 10_000:
-            self._recent.pop(next(iter(self._recent)))
+        self._forget_old(at)
         self._ids_dirty[record.callid] = record
         self._state_dirty.discard(record.callid)
         self._state_gone.add(record.callid)

@@ -1,0 +1,81 @@
+"""Delete markers purged from the per-call buckets, on a real nats-server: values, new or rewritten, are never lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from hub.bus import connect
+from hub.bus.compaction import compact_deletes, compact_forever, old_markers, purge_markers
+from hub.bus.kv import CALL_LEASES, open_bucket
+from tests.helpers import fresh_bus, wait_until
+
+pytestmark = [pytest.mark.nats, pytest.mark.anyio]
+
+
+@pytest.fixture
+async def js(nats_server: str) -> AsyncIterator[JetStreamContext]:
+    nc = await connect(nats_server, name="test-compaction")
+    js = nc.jetstream()
+    await fresh_bus(js)
+    yield js
+    await nc.close()
+
+
+async def _messages(js: JetStreamContext) -> int:
+    return (await js.stream_info(f"KV_{CALL_LEASES.name}")).state.messages
+
+
+async def test_old_delete_markers_go_and_live_keys_stay(js: JetStreamContext) -> None:
+    kv = await open_bucket(js, CALL_LEASES)
+    for key in ("main.a", "main.b", "main.c", "main.d"):
+        await kv.put(key, b"held")
+    await kv.delete("main.a")
+    await kv.delete("main.b")
+    await kv.delete("main.d")
+    await kv.put("main.d", b"held again")  # its latest entry is a value: not a marker
+    assert await _messages(js) == 4
+
+    assert await compact_deletes(kv, CALL_LEASES, older_than_s=3600) == 0  # too young: kept
+    assert await compact_deletes(kv, CALL_LEASES, older_than_s=0) == 2
+    assert await _messages(js) == 2
+    assert (await kv.get("main.c")).value == b"held"
+    assert (await kv.get("main.d")).value == b"held again"
+    with pytest.raises(KeyNotFoundError):
+        await kv.get("main.a")
+    await kv.create("main.a", b"claimed anew")  # a purged key can be created again
+    assert (await kv.get("main.a")).value == b"claimed anew"
+
+
+async def test_a_value_written_after_the_marker_was_found_is_not_purged(js: JetStreamContext) -> None:
+    kv = await open_bucket(js, CALL_LEASES)
+    await kv.put("main.e", b"held")
+    await kv.delete("main.e")
+    markers = await old_markers(kv, older_than_s=0)
+    assert [key for key, _ in markers] == ["main.e"]
+    await kv.create("main.e", b"claimed between the scan and the purge")
+    await purge_markers(kv, CALL_LEASES, markers)
+    assert (await kv.get("main.e")).value == b"claimed between the scan and the purge"
+    assert await _messages(js) == 1
+
+
+async def test_the_loop_compacts_until_stopped(js: JetStreamContext) -> None:
+    kv: KeyValue = await open_bucket(js, CALL_LEASES)
+    await kv.put("main.f", b"held")
+    await kv.delete("main.f")
+    stopping = asyncio.Event()
+    task = asyncio.create_task(compact_forever(js, stopping, every_s=0.05, older_than_s=0))
+
+    async def compacted() -> bool:
+        return await _messages(js) == 0
+
+    await wait_until(compacted, timeout=10, what="the lease marker purged")
+    stopping.set()
+    with anyio.fail_after(5):
+        await task
