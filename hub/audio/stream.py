@@ -113,7 +113,8 @@ class ParticipantStream:
                 yield chunk
         except StreamError as exc:
             self.error = exc
-            log.error("audio: %s", exc)
+            # 404 to the end: the leg is gone (a caller who hung up before the agent got to it), nothing to mend
+            (log.warning if exc.status == 404 else log.error)("audio: %s", exc)
         finally:
             self.ended.set()
 
