@@ -160,7 +160,7 @@ class AgentSettings(Section):
     """The agent runtime (``masterlinc agent run``, and the coordinator, which is an agent too)."""
 
     partitions: int = Field(
-        default=16, ge=1, le=256, description="Call partitions of the agent feed; fixed once the feed stream exists"
+        default=32, ge=1, le=256, description="Call partitions of the agent feed; fixed once the feed stream exists"
     )
     lease_s: float = Field(default=10.0, gt=0, description="A claim lasts this long unless renewed (every third)")
     heartbeat_s: float = Field(default=1.0, gt=0, description="Registry heartbeat interval (KV only, never the log)")

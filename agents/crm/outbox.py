@@ -35,6 +35,12 @@ log = get_logger(__name__)
 
 DATABASE = "database"
 
+# Built once (SQLAlchemy reuses their compiled form): these run for every event the agent takes.
+_CALL = (crm_calls.c.pbx_id == sa.bindparam("key_pbx")) & (crm_calls.c.call_id == sa.bindparam("key_call"))
+_READ_STATE = sa.select(crm_calls.c.state).where(_CALL)
+_INSERT_STATE = crm_calls.insert()
+_UPDATE_STATE = crm_calls.update().where(_CALL)
+
 
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
@@ -100,8 +106,8 @@ class CrmStore:
     async def apply(self, conn: AsyncConnection, event: EventBase) -> int:
         """Apply one event to its call (inside the event's transaction); returns how many deliveries it queued."""
         assert event.call_id is not None
-        key = (crm_calls.c.pbx_id == event.pbx_id) & (crm_calls.c.call_id == event.call_id)
-        row = (await conn.execute(sa.select(crm_calls.c.state).where(key))).first()
+        key = {"key_pbx": event.pbx_id, "key_call": event.call_id}
+        row = (await conn.execute(_READ_STATE, key)).first()
         state = (
             CallState.model_validate_json(row.state)
             if row is not None
@@ -111,9 +117,9 @@ class CrmStore:
             return 0
         values = {"state": state.model_dump_json(), "version": state.version, "updated_at": utcnow()}
         if row is None:
-            await conn.execute(crm_calls.insert().values(pbx_id=event.pbx_id, call_id=event.call_id, **values))
+            await conn.execute(_INSERT_STATE, {"pbx_id": event.pbx_id, "call_id": event.call_id, **values})
         else:
-            await conn.execute(crm_calls.update().where(key).values(**values))
+            await conn.execute(_UPDATE_STATE, {**key, **values})
         if not state.ended:
             return 0
         return await self.enqueue(conn, state.record())

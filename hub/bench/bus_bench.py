@@ -7,6 +7,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from hub import natsd
@@ -18,6 +20,24 @@ from hub.demo import synthetic_stream
 from schemas import subjects
 
 T_HEADER = "Ml-Bench-T"
+PROBE_HEADER = "Ml-Bench-Probe"
+READY_WITHIN_S = 10.0
+
+
+async def until_delivered(pub: NatsClient, subject: str, seen: asyncio.Event) -> None:
+    """Publish probes on ``subject`` until the subscriber sets ``seen``.
+
+    A subscription flushed on one connection should be visible to the next publish from another at once; on a loaded
+    CI box a measurement once lost its first messages anyway, so the timed loop starts only after a probe got through.
+    """
+    deadline = time.monotonic() + READY_WITHIN_S
+    while not seen.is_set():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no probe on {subject} reached the subscriber within {READY_WITHIN_S:.0f} s")
+        await pub.publish(subject, b"", headers={PROBE_HEADER: "1"})
+        await pub.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(seen.wait(), 0.2)
 
 
 @contextlib.asynccontextmanager
@@ -43,24 +63,31 @@ async def paced(rate: float, count: int) -> AsyncIterator[int]:
 
 
 async def raw_latencies(url: str, rate: float, count: int, payload: bytes) -> list[float]:
-    pub = await connect(url, name="bench-raw-pub")
-    sub_nc = await connect(url, name="bench-raw-sub")
     latencies: list[float] = []
     done = asyncio.Event()
+    probed = asyncio.Event()
 
-    async def on_msg(msg: object) -> None:
-        latencies.append(time.perf_counter_ns() - int(msg.headers[T_HEADER]))  # type: ignore[attr-defined]
+    async def on_msg(msg: Msg) -> None:
+        headers = msg.headers or {}
+        if PROBE_HEADER in headers:
+            probed.set()
+            return
+        latencies.append(time.perf_counter_ns() - int(headers[T_HEADER]))
         if len(latencies) >= count:
             done.set()
 
-    await sub_nc.subscribe("bench.raw", cb=on_msg)
-    await sub_nc.flush()
-    async for _ in paced(rate, count):
-        await pub.publish("bench.raw", payload, headers={T_HEADER: str(time.perf_counter_ns())})
-        await pub.flush()
-    await asyncio.wait_for(done.wait(), 30)
-    await pub.close()
-    await sub_nc.close()
+    async with contextlib.AsyncExitStack() as stack:
+        pub = await connect(url, name="bench-raw-pub")
+        stack.push_async_callback(pub.close)
+        sub_nc = await connect(url, name="bench-raw-sub")
+        stack.push_async_callback(sub_nc.close)
+        await sub_nc.subscribe("bench.raw", cb=on_msg)
+        await sub_nc.flush()
+        await until_delivered(pub, "bench.raw", probed)
+        async for _ in paced(rate, count):
+            await pub.publish("bench.raw", payload, headers={T_HEADER: str(time.perf_counter_ns())})
+            await pub.flush()
+        await asyncio.wait_for(done.wait(), 30)
     return [ns / 1e6 for ns in latencies]
 
 

@@ -14,7 +14,11 @@ import contextlib
 import time
 import uuid
 
-from hub.bench.bus_bench import bench_nats, bus_latencies, latency_vs_raw, paced, raw_latencies
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+
+from hub.bench.bus_bench import READY_WITHIN_S, bench_nats, bus_latencies, latency_vs_raw, paced, raw_latencies
 from hub.bench.registry import BenchOptions, BenchResult, Figure, benchmark, percentile
 from hub.bus import EventPublisher, connect, ensure_streams
 from hub.bus.kv import ALL_BUCKETS, CALL_LEASES, open_bucket
@@ -46,22 +50,35 @@ async def _fresh(url: str) -> None:
 
 
 async def _request_reply(url: str, count: int) -> list[float]:
-    server = await connect(url, name="bench-responder")
-    client = await connect(url, name="bench-requester")
+    async def respond(msg: Msg) -> None:
+        await msg.respond(b"ok")
 
-    async def respond(msg: object) -> None:
-        await msg.respond(b"ok")  # type: ignore[attr-defined]
-
-    await server.subscribe("bench.rr", cb=respond)
-    await server.flush()
     out: list[float] = []
-    for _ in range(count):
-        t0 = time.perf_counter()
-        await client.request("bench.rr", b"x" * 200, timeout=5)
-        out.append((time.perf_counter() - t0) * 1e3)
-    await client.close()
-    await server.close()
+    async with contextlib.AsyncExitStack() as stack:
+        server = await connect(url, name="bench-responder")
+        stack.push_async_callback(server.close)
+        client = await connect(url, name="bench-requester")
+        stack.push_async_callback(client.close)
+        await server.subscribe("bench.rr", cb=respond)
+        await server.flush()
+        await _until_answered(client, "bench.rr")
+        for _ in range(count):
+            t0 = time.perf_counter()
+            await client.request("bench.rr", b"x" * 200, timeout=5)
+            out.append((time.perf_counter() - t0) * 1e3)
     return out
+
+
+async def _until_answered(client: NatsClient, subject: str) -> None:
+    """Request ``subject`` until the responder answers once (see ``until_delivered`` for why), bounded."""
+    deadline = time.monotonic() + READY_WITHIN_S
+    while True:
+        try:
+            await client.request(subject, b"probe", timeout=0.5)
+            return
+        except (NoRespondersError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no responder on {subject} answered within {READY_WITHIN_S:.0f} s") from None
 
 
 @benchmark("coord.claim", description="ctx.claim() (atomic KV create + agent.claimed) vs raw NATS request/reply")

@@ -28,6 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from nats.aio.client import Client
+from prometheus_client import Gauge
 
 from hub.bus import EventPublisher
 from hub.bus.compaction import COMPACT_EVERY_S, compact_forever
@@ -51,6 +52,7 @@ log = get_logger(__name__)
 
 SAFE_ROUTE_ATTEMPTS = 3
 MAX_CALL_VIEWS = 100_000
+CALL_VIEWS = Gauge("ml_coordinator_calls", "Calls the coordinator keeps a view of (each dropped at its call.ended)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,6 +180,7 @@ class Coordinator:
         async def ended(event: ev.CallEnded, ctx: Context) -> None:
             assert event.call_id is not None
             self.calls.pop((event.pbx_id, event.call_id), None)
+            CALL_VIEWS.set(len(self.calls))
             with contextlib.suppress(Exception):
                 await self._lease_store.remove(event.pbx_id, event.call_id)
             with contextlib.suppress(Exception):
@@ -191,6 +194,7 @@ class Coordinator:
             view = self.calls[key] = CallView()
             while len(self.calls) > MAX_CALL_VIEWS:
                 self.calls.popitem(last=False)
+            CALL_VIEWS.set(len(self.calls))
         return view
 
     @property

@@ -47,7 +47,7 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class RuntimeOptions:
-    partitions: int = 16
+    partitions: int = 32
     lease_s: float = 10.0
     heartbeat_s: float = 1.0
     down_after_beats: int = 3

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from agents.crm import OBSERVED, CrmAgent, written_event_id
 from agents.crm.tables import crm_calls, crm_links, crm_outbox, crm_records
 from hub.eventlog import EventStore, LogRow
+from hub.eventlog.migrate import upgrade_async
 from hub.eventlog.tables import agent_tracking
 from hub.sdk import CrmRecordWritten, RuntimeOptions
 from schemas import events as ev
@@ -116,6 +117,42 @@ async def test_a_backfill_from_the_log_rebuilds_the_same_records_none_twice(
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+@pytest.mark.postgres
+async def test_connections_cut_by_the_database_are_replaced_and_no_event_is_lost(
+    nc: Client, own_postgres_url: str
+) -> None:
+    """The agent's pool does not ping before each use (two round trips an event): a connection the server dropped
+    fails one attempt, the pool is invalidated, and the retry runs on a new connection."""
+    db_url = own_postgres_url
+    await upgrade_async(db_url)
+    first, second = CallStory.typical(), CallStory.typical()
+    async with running_crm(nc, db_url) as crm:
+        await publish(nc, *first.events)
+        await wait_until(lambda: _count(records(db_url), 1), what="the first record")
+        assert await _cut_connections(db_url) > 0
+        await publish(nc, *second.events)
+        await wait_until(lambda: _count(records(db_url), 2), what="the second record, after the cut")
+        assert crm.runtime is not None
+        assert crm.runtime.counts["dead_letters"] == 0
+    assert {r["call_id"] for r in await records(db_url)} == {first.call_id, second.call_id}
+
+
+async def _cut_connections(db_url: str) -> int:
+    """What a database restart does to pooled connections: the server ends every other session on the database."""
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            cut = await conn.scalar(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            return int(cut or 0)
+    finally:
+        await engine.dispose()
 
 
 async def _replay(nats_url: str, db_url: str) -> None:

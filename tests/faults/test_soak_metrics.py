@@ -34,6 +34,15 @@ def test_memory_that_keeps_growing_fails_and_a_restart_dip_does_not() -> None:
     assert not verdict.ok and "ingest" in verdict.detail
 
 
+def test_the_nats_server_s_memory_is_shown_not_judged_while_a_hub_process_still_is() -> None:
+    samples = [Sample(float(t), {"nats": (100 + 10 * t) * MIB, "ingest": 80 * MIB}) for t in range(9)]
+    verdict = memory_flat(samples, ["ingest", "nats"], shown=["nats"])
+    assert verdict.ok and "not judged: nats 140.0 -> 170.0 MiB" in verdict.detail
+    growing = [Sample(float(t), {"nats": 100 * MIB, "ingest": (80 + 3 * t) * MIB}) for t in range(9)]
+    failed = memory_flat(growing, ["ingest", "nats"], shown=["nats"])
+    assert not failed.ok and failed.detail.startswith("ingest 92.0 -> 101.0 MiB")
+
+
 def test_lag_must_come_back_under_the_bound_after_each_fault_and_end_at_zero() -> None:
     samples = [Sample(float(t), lag=lag) for t, lag in enumerate([0, 500, 50, 0])]
     assert lag_recovers(samples, [("nats", 0.5)], bound=100, within_s=2, final_lag=0).ok
