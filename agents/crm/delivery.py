@@ -1,5 +1,6 @@
 """Sending the outbox: claims due rows, hands each record version to its target, records the outcome, and announces
-every delivered version with ``crm.record_written``.
+every delivered version with ``crm.record_written``. The built-in table's rows need no claim: a pass delivers all of
+them that are due in one transaction (:meth:`CrmStore.deliver_to_database`).
 
 It wakes when a handler queued a record (no polling delay on the hot path), when the next retry falls due, or every
 ``poll_s`` (rows left by a replica that died, rows queued by another replica). Up to ``concurrency`` deliveries run
@@ -68,9 +69,17 @@ class Deliverer:
 
     async def pass_once(self) -> int:
         """Deliver what is due now; returns how many rows were claimed."""
-        claimed = 0
+        due_rows = await self.store.due()
+        to_database = [row_id for row_id, target in due_rows if target == DATABASE]
+        delivered = await self.store.deliver_to_database(to_database)
+        self.counts["delivered"] += len(delivered)
+        for done in delivered:
+            await self._announce(done, done.external_id)
+        claimed = len(delivered)
         async with asyncio.TaskGroup() as tg:
-            for row_id in await self.store.due():
+            for row_id, target in due_rows:
+                if target == DATABASE:
+                    continue
                 due = await self.store.claim(row_id)
                 if due is None:
                     continue

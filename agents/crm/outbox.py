@@ -8,7 +8,10 @@
   two versions of one record to one target at once). A newer version supersedes older rows still pending: each row
   carries the whole record, not a change.
 - The built-in table (``crm_records``) is written in the same transaction that marks its row delivered: exactly
-  once. Remote targets are called outside a transaction, then the row is marked: a crash in between repeats the
+  once. Its due rows are taken a batch at a time (:meth:`CrmStore.deliver_to_database`): one UPDATE marks them
+  delivered and returns them, their records are written, and all of it commits together, with no claim in between
+  (nothing outside the transaction happens). A second replica's UPDATE waits on the rows' locks and then finds them
+  delivered. Remote targets are called outside a transaction, then the row is marked: a crash in between repeats the
   call, which the targets' idempotency (webhook key, HubSpot id map) absorbs.
 - A failed attempt is retried after the target's Retry-After or an exponential backoff (with jitter) until
   ``max_attempts``; a refusal, or the last attempt, marks the row failed (logged with the reason).
@@ -157,13 +160,52 @@ class CrmStore:
             (o.state == "sending") & (o.claimed_until < now)
         )
 
-    async def due(self, limit: int = 64) -> list[int]:
+    async def due(self, limit: int = 64) -> list[tuple[int, str]]:
+        """(row id, target) of the rows due now, oldest first."""
         now = utcnow()
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                sa.select(crm_outbox.c.id).where(self._claimable(now)).order_by(crm_outbox.c.id).limit(limit)
+                sa.select(crm_outbox.c.id, crm_outbox.c.target)
+                .where(self._claimable(now))
+                .order_by(crm_outbox.c.id)
+                .limit(limit)
             )
-            return [r.id for r in rows]
+            return [(r.id, r.target) for r in rows]
+
+    async def deliver_to_database(self, row_ids: Sequence[int]) -> list[Due]:
+        """Deliver the built-in table's due rows among ``row_ids`` in one transaction; returns those delivered (to
+        announce). Rows no longer due (delivered or superseded meanwhile) are left out."""
+        if not row_ids:
+            return []
+        now = utcnow()
+        o = crm_outbox.c
+        async with self.engine.begin() as conn:
+            taken = await conn.execute(
+                crm_outbox.update()
+                .where(o.id.in_(row_ids) & (o.target == DATABASE) & self._claimable(now))
+                .values(
+                    state="delivered",
+                    delivered_at=now,
+                    external_id=o.record_id,
+                    claimed_by=self.replica,
+                    claimed_until=None,
+                    attempts=o.attempts + 1,
+                    last_attempt_at=now,
+                    last_error=None,
+                    maybe_sent_at=None,
+                )
+                .returning(o.id, o.record_id, o.version, o.pbx_id, o.call_id, o.payload, o.attempts)
+            )
+            delivered = sorted(
+                (Due(id=r.id, target=DATABASE, record_id=r.record_id, version=r.version, pbx_id=r.pbx_id,
+                     call_id=r.call_id, payload=r.payload, attempts=r.attempts, maybe_sent_at=None,
+                     external_id=r.record_id)
+                 for r in taken),
+                key=lambda due: due.id,
+            )  # fmt: skip
+            for due in delivered:  # in queue order, so of two versions of one record the newer is written last
+                await _write_record(conn, due.record, now)
+        return delivered
 
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest pending row is due (None: nothing waits)."""

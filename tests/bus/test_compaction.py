@@ -53,6 +53,23 @@ async def test_old_delete_markers_go_and_live_keys_stay(js: JetStreamContext) ->
     assert (await kv.get("main.a")).value == b"claimed anew"
 
 
+async def test_the_scan_for_markers_reads_no_values(js: JetStreamContext, nats_server: str) -> None:
+    kv = await open_bucket(js, CALL_LEASES)
+    for i in range(50):
+        await kv.put(f"main.big{i}", b"x" * 20_000)  # 1 MB of values
+    await kv.delete("main.big0")
+    nc = await connect(nats_server, name="test-compaction-scan")
+    try:
+        scanning = await open_bucket(nc.jetstream(), CALL_LEASES)
+        before = nc.stats["in_bytes"]
+        markers = await old_markers(scanning, older_than_s=0)
+        received = nc.stats["in_bytes"] - before
+    finally:
+        await nc.close()
+    assert [key for key, _ in markers] == ["main.big0"]
+    assert received < 100_000, f"the scan received {received} bytes: it read the values"
+
+
 async def test_a_value_written_after_the_marker_was_found_is_not_purged(js: JetStreamContext) -> None:
     kv = await open_bucket(js, CALL_LEASES)
     await kv.put("main.e", b"held")
