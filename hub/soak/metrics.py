@@ -2,9 +2,12 @@
 the table printed from them, and the two trend checks:
 
 - memory is flat when, for every hub process, the median RSS of the run's last third is at most the median of its
-  second third plus ``max(1 MiB, 2 %)`` (the first third is warm-up; a killed process restarts small, which the
-  medians absorb). The nats-server is shown, not judged: its RSS follows what its streams store (D§11's bound is
-  for the hub's own processes, and the streams' retention bounds the server's);
+  second third plus ``max(1 MiB, 2 %)`` (the first third is warm-up). D§11's 5-minute warm-up applies to each
+  process instance: the soak kills every service every few minutes, and a restarted one fills its bounded caches
+  again (ingest keeps ended calls 5 minutes), so only samples taken ``warmup_s`` after the instance started count;
+  otherwise the verdict would follow where the restarts fell, not whether memory grows. The nats-server is shown,
+  not judged: its RSS follows what its streams store (D§11's bound is for the hub's own processes, and the streams'
+  retention bounds the server's);
 - lag recovers when, after every fault, a sample within ``within_s`` shows the lag at or under ``bound`` events,
   and the run ends with no lag at all.
 """
@@ -42,16 +45,30 @@ class Sample:
     behind: dict[str, int] = field(default_factory=dict)  # agent -> feed events not yet handled (all partitions)
 
 
-def memory_flat(samples: Sequence[Sample], names: Sequence[str], *, shown: Collection[str] = ()) -> Verdict:
-    """The memory verdict over ``names``; those also in ``shown`` get their medians in the detail, never a FAIL."""
+def memory_flat(
+    samples: Sequence[Sample],
+    names: Sequence[str],
+    *,
+    shown: Collection[str] = (),
+    restarts: Sequence[tuple[str, float]] = (),
+    warmup_s: float = 0.0,
+) -> Verdict:
+    """The memory verdict over ``names``; those also in ``shown`` get their medians in the detail, never a FAIL.
+    ``restarts``: (process, time) of each kill, after which a sample counts only ``warmup_s`` later."""
     thirds = len(samples) // 3
     if thirds < 2:
         return Verdict("memory flat", False, f"too few samples ({len(samples)}) to see a trend")
-    grew, not_judged = [], []
+    grew, not_judged, unjudged = [], [], []
     for name in names:
-        second = [s.rss_kib[name] for s in samples[thirds : 2 * thirds] if name in s.rss_kib]
-        last = [s.rss_kib[name] for s in samples[2 * thirds :] if name in s.rss_kib]
+        started = [0.0, *sorted(at for who, at in restarts if who == name)]
+
+        def settled(sample: Sample, started: list[float] = started) -> bool:
+            return sample.at_s - max(t for t in started if t <= sample.at_s) >= warmup_s
+
+        second = [s.rss_kib[name] for s in samples[thirds : 2 * thirds] if name in s.rss_kib and settled(s)]
+        last = [s.rss_kib[name] for s in samples[2 * thirds :] if name in s.rss_kib and settled(s)]
         if not second or not last:
+            unjudged.append(name)
             continue
         before, after = statistics.median(second), statistics.median(last)
         figure = f"{name} {before / MIB:.1f} -> {after / MIB:.1f} MiB"
@@ -60,9 +77,13 @@ def memory_flat(samples: Sequence[Sample], names: Sequence[str], *, shown: Colle
         elif after > before + max(MIB, 0.02 * before):
             grew.append(figure)
     aside = f" (not judged: {'; '.join(not_judged)})" if not_judged else ""
+    if unjudged:
+        aside += f" (no sample {warmup_s:.0f} s after a restart in both thirds: {', '.join(unjudged)})"
     if grew:
         return Verdict("memory flat", False, "; ".join(grew) + aside)
-    return Verdict("memory flat", True, f"last third's median RSS within max(1 MiB, 2 %) of the second third's{aside}")
+    settled_note = f", samples {warmup_s:.0f} s or more after the process (re)started" if warmup_s else ""
+    within = "last third's median RSS within max(1 MiB, 2 %) of the second third's"
+    return Verdict("memory flat", True, f"{within}{settled_note}{aside}")
 
 
 def lag_recovers(samples: Sequence[Sample], faults_at: Sequence[tuple[str, float]], *, bound: int,

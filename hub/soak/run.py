@@ -125,7 +125,8 @@ async def soak(
         ]
         report.coordinator_calls = await rig.metric("coordinator", "ml_coordinator_calls")
         if check_memory:
-            report.verdicts.append(memory_flat(report.samples, report.names, shown=INFRASTRUCTURE))
+            report.verdicts.append(memory_flat(report.samples, report.names, shown=INFRASTRUCTURE,
+                                               restarts=report.faults_at, warmup_s=WARMUP_S))  # fmt: skip
     return report
 
 
@@ -142,6 +143,10 @@ async def run_soak(settings: Settings, *, minutes: float, rate: float, fault_eve
 
 INFRASTRUCTURE = ("nats",)
 """Processes whose memory the soak shows but does not judge: the nats-server's RSS follows what its streams store."""
+
+WARMUP_S = 300.0
+"""D§11's warm-up, applied to each process instance: a killed service's samples count again this long after it
+restarted (a fresh instance fills its bounded caches first: ingest's 5-minute memory of ended calls)."""
 
 KILL_SLACK_S = 10.0
 """How far before an ingest SIGKILL a transition may be lost with what the process held unpublished (read but

@@ -34,6 +34,28 @@ def test_memory_that_keeps_growing_fails_and_a_restart_dip_does_not() -> None:
     assert not verdict.ok and "ingest" in verdict.detail
 
 
+def _instances(restarts: list[float], plateau_of: list[int], end_s: float = 1800) -> list[Sample]:
+    """A service killed at ``restarts``: each instance climbs 10 MiB over its first 300 s, then holds its plateau."""
+    starts = [0.0, *restarts]
+    samples = []
+    for t in range(0, int(end_s), 5):
+        n = max(i for i, start in enumerate(starts) if start <= t)
+        age = t - starts[n]
+        samples.append(Sample(float(t), {"ingest": int((plateau_of[n] - 10 * max(0.0, 1 - age / 300)) * MIB)}))
+    return samples
+
+
+def test_memory_counts_each_instance_only_after_its_warm_up() -> None:
+    restarts = [180.0, 600.0, 1020.0, 1440.0]  # where the soak's rotation kills ingest
+    refilling = _instances(restarts, [88, 88, 88, 88, 88])
+    assert not memory_flat(refilling, ["ingest"]).ok  # the restarts alone make the last third look bigger
+    restarted = [("ingest", at) for at in restarts] + [("worker", 240.0)]
+    assert memory_flat(refilling, ["ingest"], restarts=restarted, warmup_s=300).ok
+    climbing = _instances(restarts, [80, 83, 86, 89, 92])  # each instance settles higher: state that accumulates
+    verdict = memory_flat(climbing, ["ingest"], restarts=restarted, warmup_s=300)
+    assert not verdict.ok and verdict.detail.startswith("ingest 86.0 -> 89.0 MiB")
+
+
 def test_the_nats_server_s_memory_is_shown_not_judged_while_a_hub_process_still_is() -> None:
     samples = [Sample(float(t), {"nats": (100 + 10 * t) * MIB, "ingest": 80 * MIB}) for t in range(9)]
     verdict = memory_flat(samples, ["ingest", "nats"], shown=["nats"])
