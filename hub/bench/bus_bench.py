@@ -24,6 +24,19 @@ PROBE_HEADER = "Ml-Bench-Probe"
 READY_WITHIN_S = 10.0
 
 
+@contextlib.asynccontextmanager
+async def connected(url: str, *names: str) -> AsyncIterator[list[NatsClient]]:
+    """One connection per name, all closed on the way out whatever happened (a failed measurement must not leave
+    them to the garbage collector, whose warnings then fail an unrelated test)."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = []
+        for name in names:
+            client = await connect(url, name=name)
+            stack.push_async_callback(client.close)
+            clients.append(client)
+        yield clients
+
+
 async def until_delivered(pub: NatsClient, subject: str, seen: asyncio.Event) -> None:
     """Publish probes on ``subject`` until the subscriber sets ``seen``.
 
@@ -76,11 +89,7 @@ async def raw_latencies(url: str, rate: float, count: int, payload: bytes) -> li
         if len(latencies) >= count:
             done.set()
 
-    async with contextlib.AsyncExitStack() as stack:
-        pub = await connect(url, name="bench-raw-pub")
-        stack.push_async_callback(pub.close)
-        sub_nc = await connect(url, name="bench-raw-sub")
-        stack.push_async_callback(sub_nc.close)
+    async with connected(url, "bench-raw-pub", "bench-raw-sub") as (pub, sub_nc):
         await sub_nc.subscribe("bench.raw", cb=on_msg)
         await sub_nc.flush()
         await until_delivered(pub, "bench.raw", probed)

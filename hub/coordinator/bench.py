@@ -18,7 +18,15 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 
-from hub.bench.bus_bench import READY_WITHIN_S, bench_nats, bus_latencies, latency_vs_raw, paced, raw_latencies
+from hub.bench.bus_bench import (
+    READY_WITHIN_S,
+    bench_nats,
+    bus_latencies,
+    connected,
+    latency_vs_raw,
+    paced,
+    raw_latencies,
+)
 from hub.bench.registry import BenchOptions, BenchResult, Figure, benchmark, percentile
 from hub.bus import EventPublisher, connect, ensure_streams
 from hub.bus.kv import ALL_BUCKETS, CALL_LEASES, open_bucket
@@ -54,11 +62,7 @@ async def _request_reply(url: str, count: int) -> list[float]:
         await msg.respond(b"ok")
 
     out: list[float] = []
-    async with contextlib.AsyncExitStack() as stack:
-        server = await connect(url, name="bench-responder")
-        stack.push_async_callback(server.close)
-        client = await connect(url, name="bench-requester")
-        stack.push_async_callback(client.close)
+    async with connected(url, "bench-responder", "bench-requester") as (server, client):
         await server.subscribe("bench.rr", cb=respond)
         await server.flush()
         await _until_answered(client, "bench.rr")
