@@ -3,16 +3,19 @@ surface, and the template agent the docs show."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hub.sdk
 from hub.sdk import Agent, CallAnswered, CallEnded, CallRinging, Context, EventFilter
 from hub.sdk.filters import collide, consumer_filters, covers
-from hub.sdk.partitions import owned, owner
+from hub.sdk.partitions import assignment, owned, owner
 from schemas import events, subjects
 from tests.factories import make_event
 
@@ -87,18 +90,36 @@ def test_bad_declarations_say_what_to_do() -> None:
         Agent("x").on("call.answered")  # type: ignore[arg-type]
 
 
-def test_partitions_are_split_evenly_and_a_new_replica_moves_only_its_share() -> None:
-    replicas = ["r1", "r2", "r3"]
-    counts = Counter(owner(p, replicas) for p in range(256))
-    assert set(counts) == set(replicas)
-    assert min(counts.values()) > 256 / 3 * 0.6
+REPLICA_IDS = st.text(alphabet="0123456789abcdefghjkmnpqrstvwxyz", min_size=26, max_size=26)
+
+
+@settings(max_examples=300, deadline=None)
+@given(replicas=st.sets(REPLICA_IDS, min_size=1, max_size=6), partitions=st.integers(1, 64), joining=REPLICA_IDS)
+def test_partitions_are_split_evenly_and_a_new_replica_moves_little_more_than_its_share(
+    replicas: set[str], partitions: int, joining: str
+) -> None:
+    """Plain rendezvous hashing gave one of two replicas all 8 partitions once in 128 memberships (a CI failure)."""
+    before = assignment(replicas, partitions)
+    assert sorted(before) == list(range(partitions))
+    counts = Counter(before.values())
+    assert len(counts) == min(len(replicas), partitions)  # every replica reads something while there is enough
+    assert max(counts.values()) - min(counts.values()) <= (1 if len(counts) == len(replicas) else 0)
     for me in replicas:
-        assert owned(me, replicas, 256) == {p for p in range(256) if owner(p, replicas) == me}
-    before = {p: owner(p, replicas) for p in range(256)}
-    after = {p: owner(p, [*replicas, "r4"]) for p in range(256)}
-    moved = [p for p in range(256) if before[p] != after[p]]
-    assert all(after[p] == "r4" for p in moved)  # nothing moves between the old replicas
+        assert owned(me, replicas - {me}, partitions) == {p for p, r in before.items() if r == me}
+        assert owner(0, replicas, partitions) == before[0]
+    if joining in replicas:
+        return
+    after = assignment([*replicas, joining], partitions)
+    moved = [p for p in range(partitions) if before[p] != after[p]]
+    share = math.ceil(partitions / (len(replicas) + 1))
+    assert len(moved) >= sum(1 for r in after.values() if r == joining)
+    # measured over 100,000 random memberships: never more than 2 shares + (replicas - 2); 1.8 shares at 32 partitions
+    assert len(moved) <= 2 * share + len(replicas)
+
+
+def test_a_lone_replica_reads_every_partition() -> None:
     assert owned("alone", [], 8) == frozenset(range(8))
+    assert assignment([], 8) == {}
 
 
 def test_the_feed_transform_hashes_the_key_token_into_the_configured_partitions() -> None:
