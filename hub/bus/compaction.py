@@ -4,16 +4,24 @@ A KV delete leaves a marker per key, and the hub deletes one key per call in sev
 assignment done, an ingest state ended). ``ML_LEASES`` has no TTL, so its markers stayed for ever: 39,223 of them
 after the 30-minute soak, each held in nats-server's memory and replayed to every mirror that starts. Each purge is
 filtered to its key and bounded by the marker's own sequence, so a value written after the marker is never touched.
+
+The scan reads each key's latest entry through a short-lived pull consumer, headers only, one batch at a time, and
+purges each batch's old markers before it asks for the next: what a round holds is one batch, however many keys the
+bucket has. A KV watch pushes the whole bucket into the client at once (nats-py's ``watch`` also ignores
+``headers_only``): the coordinator's RSS stepped up ~5 MiB at every round under the soak's load and kept it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from hub.bus.kv import ASSIGNMENTS, CALL_LEASES, INFLIGHT, INGEST_STATE, Bucket, open_bucket
 from hub.logs import get_logger
@@ -23,41 +31,71 @@ log = get_logger(__name__)
 PER_CALL_BUCKETS = (CALL_LEASES, ASSIGNMENTS, INGEST_STATE, INFLIGHT)
 MARKER_AGE_S = 600.0  # older than any in-flight compare-and-set on the key could be
 COMPACT_EVERY_S = 300.0
+SCAN_BATCH = 256
+FETCH_TIMEOUT_S = 5.0
 PURGES_IN_FLIGHT = 32
+_KV_OPERATION = "KV-Operation"
+_MARKER_REASON = "Nats-Marker-Reason"  # nats-server 2.11+ places its own markers (TTL, max age) with this header
 
 
-async def compact_deletes(kv: KeyValue, bucket: Bucket, *, older_than_s: float = MARKER_AGE_S) -> int:
+async def compact_deletes(js: JetStreamContext, bucket: Bucket, *, older_than_s: float = MARKER_AGE_S,
+                          batch: int = SCAN_BATCH) -> int:  # fmt: skip
     """Remove the bucket's delete markers older than ``older_than_s``; the number removed."""
-    markers = await old_markers(kv, older_than_s)
-    await purge_markers(kv, bucket, markers)
-    return len(markers)
+    removed = 0
+    async for markers in marker_batches(js, bucket, older_than_s, batch=batch):
+        await purge_markers(js, bucket, markers)
+        removed += len(markers)
+    return removed
 
 
-async def old_markers(kv: KeyValue, older_than_s: float) -> list[tuple[str, int]]:
-    """(key, revision) of each key whose latest entry is a delete marker older than ``older_than_s``."""
-    # meta_only: nats-py's watch() takes headers_only but ignores it; without the values a round reads a few
-    # hundred bytes per key instead of the whole bucket (the coordinator's RSS stepped up ~5 MiB at each round)
-    watcher = await kv.watchall(meta_only=True)
-    markers: list[tuple[str, int]] = []
-    now = datetime.now(UTC)
+async def marker_batches(
+    js: JetStreamContext, bucket: Bucket, older_than_s: float, *, batch: int = SCAN_BATCH
+) -> AsyncIterator[list[tuple[str, int]]]:
+    """(key, revision) of each key whose latest entry is a delete marker older than ``older_than_s``, a batch of
+    the bucket's keys at a time (a batch without old markers yields nothing)."""
+    stream = f"KV_{bucket.name}"
+    prefix = f"$KV.{bucket.name}."
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=AckPolicy.NONE,
+        headers_only=True,
+        mem_storage=True,
+        num_replicas=1,
+        inactive_threshold=30.0,  # a scan cut short (the process died) leaves no consumer behind for long
+    )
+    sub = await js.pull_subscribe(f"{prefix}>", stream=stream, config=config)
     try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            old = entry.created is not None and (now - entry.created).total_seconds() >= older_than_s
-            if entry.operation in (KV_DEL, KV_PURGE) and old and entry.revision is not None:
-                markers.append((entry.key, entry.revision))
-            if entry.delta == 0:
-                break
+        pending = (await sub.consumer_info()).num_pending
+        while pending:
+            try:
+                msgs = await sub.fetch(min(batch, pending), timeout=FETCH_TIMEOUT_S)
+            except NatsTimeoutError:
+                return  # the bucket changed under the scan: the next round sees the rest
+            now = datetime.now(UTC)
+            markers = [
+                (m.subject[len(prefix) :], m.metadata.sequence.stream)
+                for m in msgs
+                if _old_marker(m, now, older_than_s)
+            ]
+            if markers:
+                yield markers
+            pending = msgs[-1].metadata.num_pending if msgs else 0
     finally:
         with contextlib.suppress(Exception):
-            await watcher.stop()  # type: ignore[no-untyped-call]
-    return markers
+            info = await sub.consumer_info()
+            await sub.unsubscribe()
+            await js.delete_consumer(stream, info.name)
 
 
-async def purge_markers(kv: KeyValue, bucket: Bucket, markers: list[tuple[str, int]]) -> None:
+def _old_marker(msg: Msg, now: datetime, older_than_s: float) -> bool:
+    headers = msg.headers or {}
+    if headers.get(_KV_OPERATION) not in ("DEL", "PURGE") and _MARKER_REASON not in headers:
+        return False
+    return (now - msg.metadata.timestamp).total_seconds() >= older_than_s
+
+
+async def purge_markers(js: JetStreamContext, bucket: Bucket, markers: list[tuple[str, int]]) -> None:
     """Purge each key up to its marker: ``seq`` is exclusive, so what was written after the marker stays."""
-    js: JetStreamContext = kv._js
     stream = f"KV_{bucket.name}"
     for start in range(0, len(markers), PURGES_IN_FLIGHT):
         await asyncio.gather(*(
@@ -72,7 +110,8 @@ async def compact_forever(js: JetStreamContext, stopping: asyncio.Event, *, ever
     while not stopping.is_set():
         for bucket in PER_CALL_BUCKETS:
             try:
-                removed = await compact_deletes(await open_bucket(js, bucket), bucket, older_than_s=older_than_s)
+                await open_bucket(js, bucket)  # made here if no service has made it yet
+                removed = await compact_deletes(js, bucket, older_than_s=older_than_s)
             except Exception as exc:  # the bus down or slow: the markers wait for the next round
                 log.warning("delete markers not compacted", bucket=bucket.name, error=str(exc) or type(exc).__name__)
                 continue
