@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 
@@ -62,3 +62,33 @@ async def open_bucket(
             replicas=replicas,
         )
     )
+
+
+CREATE_ATTEMPTS = 3
+
+
+async def create(kv: KeyValue, key: str, value: bytes) -> int:
+    """``kv.create`` (the key's revision; KeyWrongLastSequenceError when the key holds a value) that the purge of
+    the key's old delete marker (:mod:`hub.bus.compaction`) cannot fool.
+
+    nats-py writes "no entry before"; when a marker is there it reads the marker, then writes on the marker's
+    revision. A purge between those steps makes the read raise KeyNotFoundError, or the second write fail with
+    KeyWrongLastSequenceError as if another writer had created the key. In both cases the key is free: try again.
+    """
+    for _ in range(CREATE_ATTEMPTS - 1):
+        try:
+            return await kv.create(key, value)
+        except KeyWrongLastSequenceError:
+            if await _holds_value(kv, key):
+                raise
+        except KeyNotFoundError:
+            pass
+    return await kv.create(key, value)
+
+
+async def _holds_value(kv: KeyValue, key: str) -> bool:
+    try:
+        await kv.get(key)
+    except KeyNotFoundError:  # KeyDeletedError included: only a marker, or nothing
+        return False
+    return True

@@ -14,6 +14,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
+from hub.bus.kv import create
 from schemas.common import LegRef, UtcDateTime
 
 _WRONG_REVISION = (10071, 10164)
@@ -60,8 +61,8 @@ class AssignmentStore:
     async def create(self, assignment: Assignment) -> Stored | None:
         """None when the call already has an assignment."""
         try:
-            revision = await self.kv.create(
-                assignment_key(assignment.pbx_id, assignment.call_id), assignment.model_dump_json().encode()
+            revision = await create(
+                self.kv, assignment_key(assignment.pbx_id, assignment.call_id), assignment.model_dump_json().encode()
             )
         except KeyWrongLastSequenceError:
             return None

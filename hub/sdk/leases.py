@@ -19,6 +19,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
+from hub.bus.kv import create
 from schemas.common import LegRef, UtcDateTime, utcnow
 
 
@@ -103,7 +104,7 @@ class LeaseStore:
             claimed_at=now,
         )
         try:
-            revision = await self._kv.create(lease_key(pbx_id, call_id), _encode(lease))
+            revision = await create(self._kv, lease_key(pbx_id, call_id), _encode(lease))
             return ClaimResult(True, HeldLease(lease, revision))
         except KeyWrongLastSequenceError:
             pass

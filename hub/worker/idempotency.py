@@ -23,6 +23,7 @@ from typing import Any
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from hub.bus.kv import create
 from schemas.commands import CommandBase, CommandResult
 
 
@@ -77,7 +78,7 @@ class IdempotencyStore:
             "deadline": command.deadline.timestamp(),
         }
         try:
-            revision = await self._kv.create(key, json.dumps(entry).encode())
+            revision = await create(self._kv, key, json.dumps(entry).encode())
             return Claim(ClaimOutcome.NEW, key, revision, entry)
         except KeyWrongLastSequenceError:
             pass
