@@ -43,7 +43,7 @@ from hub.ingest.hints import CommandHints
 from hub.ingest.leader import LeaderLease
 from hub.ingest.link import Backoff, CallControlSocket
 from hub.ingest.outbox import Outbox
-from hub.ingest.polling import ChatPoller, PresencePoller, Reconciler, every, publish_acked
+from hub.ingest.polling import ChatPoller, PresencePoller, Reconciler, every, merge_windows, publish_acked
 from hub.ingest.tracker import Observation, Read, Tracker
 from hub.ingest.wire import FrameError, LegSnapshot, parse_frame, parse_participant
 from hub.logs import bind, get_logger
@@ -68,6 +68,7 @@ READS = Counter("ml_ingest_reads_total", "REST reads of participants", ["pbx", "
 
 RECONCILE_ATTEMPTS = 8
 UNSEEN_LOOKBACK_S = 60.0
+RECONCILE_MERGE_S = 5.0  # windows waiting this close together are read as one
 """A reconciliation window for unseen legs starts this long before the first failed read or unseen leg (the call
 began earlier; calls the hub knows are skipped by the call-id map)."""
 
@@ -151,6 +152,7 @@ class AdapterStats:
     resyncs: int = 0
     leaderships: int = 0
     failed_leaderships: int = 0  # ended by an error, then led again
+    reconciliations: int = 0  # call-history windows read
 
 
 class PbxAdapter:
@@ -193,6 +195,8 @@ class PbxAdapter:
         self.lease: LeaderLease | None = None
         self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
         self._reads: set[asyncio.Task[None]] = set()
+        self._windows: list[tuple[float, float]] = []  # call-history windows waiting for the reconciler
+        self._reconciling: asyncio.Task[None] | None = None
         self._down_since: float | None = None
         self._takeover_since: float | None = None  # a takeover's first re-read reconciles back to here
         self._link_n = 0
@@ -322,6 +326,7 @@ class PbxAdapter:
             self.leading.clear()
             for task in list(self._reads):
                 task.cancel()
+            self._windows.clear()  # the next leader's takeover reconciles what this leadership still owed
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -432,32 +437,44 @@ class PbxAdapter:
         self._history_since = now - timedelta(seconds=5)  # overlap: a CallId already reported is never repeated
 
     def _reconcile_outage(self, down_since: float, up_at: float) -> None:
-        """After a re-read that closed a gap: the calls that began and ended inside it, from the call history."""
+        """After a re-read that closed a gap: the calls that began and ended inside it, from the call history.
+
+        One reconciliation runs at a time, and a window that overlaps (or nearly meets) one still waiting joins it:
+        each leg gone unseen asks for the last minute, so a burst of them was a burst of overlapping call-log reads
+        of the PBX's XAPI, which is rate-limited like the rest of it."""
         if self.reconciler is None:
             return
-        reconciler = self.reconciler
-        start, end = datetime.fromtimestamp(down_since, UTC), datetime.fromtimestamp(up_at, UTC)
-
-        async def run() -> None:
-            await asyncio.sleep(self.config.reconcile_delay_s)  # the PBX writes history as calls end
-            backoff = Backoff(base_s=0.25, cap_s=5.0)
-            for attempt in range(1, RECONCILE_ATTEMPTS + 1):
-                try:
-                    found = await reconciler.window(start, end)
-                except PbxError as exc:  # the storm may not be over for XAPI: try again, bounded
-                    log.warning("call-history reconciliation failed", pbx=self.pbx.id, error=str(exc),
-                                attempt=attempt)  # fmt: skip
-                    await asyncio.sleep(backoff.next())
-                    continue
-                if found:
-                    log.info("calls reconciled from the call history", pbx=self.pbx.id, calls=found)
-                return
-            log.error("call-history reconciliation gave up: calls wholly inside the gap may be missing",
-                      pbx=self.pbx.id, start=start.isoformat(), end=end.isoformat())  # fmt: skip
-
-        task = asyncio.create_task(run())
+        self._windows = merge_windows([*self._windows, (down_since, up_at)], within_s=RECONCILE_MERGE_S)
+        if self._reconciling is not None and not self._reconciling.done():
+            return
+        task = asyncio.create_task(self._reconcile_windows(self.reconciler))
+        self._reconciling = task
         self._reads.add(task)
         task.add_done_callback(self._reads.discard)
+
+    async def _reconcile_windows(self, reconciler: Reconciler) -> None:
+        while self._windows:
+            await asyncio.sleep(self.config.reconcile_delay_s)  # the PBX writes history as calls end
+            down_since, up_at = self._windows.pop(0)
+            await self._reconcile_window(reconciler, down_since, up_at)
+
+    async def _reconcile_window(self, reconciler: Reconciler, down_since: float, up_at: float) -> None:
+        start, end = datetime.fromtimestamp(down_since, UTC), datetime.fromtimestamp(up_at, UTC)
+        backoff = Backoff(base_s=0.25, cap_s=5.0)
+        for attempt in range(1, RECONCILE_ATTEMPTS + 1):
+            try:
+                found = await reconciler.window(start, end)
+            except PbxError as exc:  # the storm may not be over for XAPI: try again, bounded
+                log.warning("call-history reconciliation failed", pbx=self.pbx.id, error=str(exc),
+                            attempt=attempt)  # fmt: skip
+                await asyncio.sleep(backoff.next())
+                continue
+            self.stats.reconciliations += 1
+            if found:
+                log.info("calls reconciled from the call history", pbx=self.pbx.id, calls=found)
+            return
+        log.error("call-history reconciliation gave up: calls wholly inside the gap may be missing",
+                  pbx=self.pbx.id, start=start.isoformat(), end=end.isoformat())  # fmt: skip
 
     # ------------------------------------------------------------------ the link
 

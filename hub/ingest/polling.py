@@ -253,6 +253,17 @@ def historic_calls(rows: list[dict[str, Any]]) -> list[HistoricCall]:
     return calls
 
 
+def merge_windows(windows: list[tuple[float, float]], *, within_s: float) -> list[tuple[float, float]]:
+    """Time windows (start, end) sorted, those that overlap or come within ``within_s`` of each other as one."""
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(windows):
+        if merged and start <= merged[-1][1] + within_s:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
 @dataclass
 class Reconciler:
     """Publishes calls wholly inside an outage from the call log, once."""

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hub.config import IngestConfig, PbxConfig
+from hub.ingest.polling import merge_windows
 from hub.ingest.wire import FrameError, parse_frame
 from hub.pbx import CallControlClient, CallControlGateway
 from hub.pbx.broker import BrokeredTokens
@@ -145,6 +146,35 @@ async def test_calls_gone_before_their_first_read_come_from_the_call_history(nat
         sorted(ev.type for ev in rig.stream.events if ev.type.startswith("call."))
         == ["call.created"] * 3 + ["call.ended"] * 3
     )
+
+
+@pytest.mark.anyio
+@pytest.mark.nats
+async def test_legs_gone_unseen_one_after_another_share_one_call_history_read(nats_server: str) -> None:
+    """Each leg gone before its read asks for the last minute of the call history; five in a row were five
+    overlapping call-log reads of the PBX. Waiting windows are merged and read one at a time."""
+    config = IngestConfig(call_end_grace_s=0.2, reconcile_delay_s=1.0)
+    async with ingest_rig(nats_server, SimConfig(), config) as rig:
+        engine, journal = rig.sim.engine, rig.sim.journal
+        start = len(journal.entries)
+        for i in range(5):  # one at a time: each is its own window of unseen legs
+            call = engine.place_call(f"+1555041{i}", "101")
+            engine.hangup(call.callid)
+            await eventually(lambda n=i: rig.adapter.tracker.stats.unseen > n, what=f"quick call {i} unseen")  # type: ignore[misc]
+        await rig.settled()
+        rig.outages.append(Outage(start, len(journal.entries)))
+        await eventually(lambda: _reconciled(rig) >= 5, what="the quick calls from the call history")
+        await matches_ground_truth(rig)
+    reads = [e for e in journal.of("request") if "GetCallLogData" in str(e.detail["path"])]
+    assert rig.adapter.tracker.stats.unseen == 5
+    assert 1 <= len(reads) <= 2, f"{len(reads)} call-log reads for 5 windows"
+    assert rig.adapter.stats.reconciliations == len(reads)
+
+
+def test_waiting_windows_merge_when_they_overlap_or_nearly_meet() -> None:
+    windows = [(100.0, 160.0), (0.0, 60.0), (150.0, 170.0), (63.0, 64.0), (80.0, 90.0)]
+    assert merge_windows(windows, within_s=5.0) == [(0.0, 64.0), (80.0, 90.0), (100.0, 170.0)]
+    assert merge_windows([], within_s=5.0) == []
 
 
 # --------------------------------------------------------------------------- REST storms on the worker's commands
