@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -14,18 +13,9 @@ from nats.js.kv import KeyValue
 from hub.bus import connect
 from hub.bus.compaction import compact_deletes, compact_forever, marker_batches, purge_markers
 from hub.bus.kv import CALL_LEASES, open_bucket
-from tests.helpers import fresh_bus, wait_until
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.nats, pytest.mark.anyio]
-
-
-@pytest.fixture
-async def js(nats_server: str) -> AsyncIterator[JetStreamContext]:
-    nc = await connect(nats_server, name="test-compaction")
-    js = nc.jetstream()
-    await fresh_bus(js)
-    yield js
-    await nc.close()
 
 
 async def _messages(js: JetStreamContext) -> int:

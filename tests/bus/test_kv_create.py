@@ -7,7 +7,7 @@ step, through the bucket's own ``_get`` (nats-py's read): the purge itself is th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -15,21 +15,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from hub.bus import connect
 from hub.bus.compaction import compact_deletes
 from hub.bus.kv import CALL_LEASES, create, open_bucket
-from tests.helpers import fresh_bus
 
 pytestmark = [pytest.mark.nats, pytest.mark.anyio]
-
-
-@pytest.fixture
-async def js(nats_server: str) -> AsyncIterator[JetStreamContext]:
-    nc = await connect(nats_server, name="test-kv-create")
-    js = nc.jetstream()
-    await fresh_bus(js)
-    yield js
-    await nc.close()
 
 
 async def _deleted_key(js: JetStreamContext, key: str) -> KeyValue:
