@@ -8,7 +8,7 @@ status line now and then instead.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
@@ -46,6 +46,17 @@ class Watch:
         self.stats = HubStats()
         self.registry: RegistryView | None = None
         self._sub: Subscription | None = None
+        self._ended: OrderedDict[str, None] = OrderedDict()
+
+    def _first_end(self, subject: str) -> bool:
+        """A core subscription also sees a publish JetStream dropped as a duplicate (a retried publish): count each
+        call's end once (remembering the last 10,000 calls)."""
+        if subject in self._ended:
+            return False
+        self._ended[subject] = None
+        if len(self._ended) > 10_000:
+            self._ended.popitem(last=False)
+        return True
 
     async def start(self, registry: RegistryView | None) -> Watch:
         self.registry = registry
@@ -53,7 +64,7 @@ class Watch:
         async def on_event(msg: Msg) -> None:
             self.stats.events += 1
             self.stats.recent.append(time.monotonic())
-            if msg.subject.endswith(".ended") and ".call." in msg.subject:
+            if msg.subject.endswith(".ended") and ".call." in msg.subject and self._first_end(msg.subject):
                 self.stats.calls_ended += 1
             self.calls.apply(msg.data)
 

@@ -1,8 +1,9 @@
 """The CRM logging agent: one record per call, built from its events and written through an outbox to the targets.
 
 It owns no calls and sends no commands: it reads every call's events (in order, per call, through the agent feed),
-applies each one to the call's state in the event's own transaction (so a redelivery is skipped), and, once the
-call has ended, queues the record for each target in that same transaction. The :class:`Deliverer` sends the
+applies them to the calls' states in the events' own transaction (a batch handler: the events pulled together share
+one, and a redelivery is skipped), and, once a call has ended, queues its record for each target in that same
+transaction. The :class:`Deliverer` sends the
 outbox. Late events (a voice transcript, a finished recording) give a new version, which updates the record.
 
 Run with ``--backfill``, replayed events (``masterlinc replay --to-original``) are applied too; they carry their
@@ -25,7 +26,7 @@ from agents.crm.targets.base import RemoteTarget
 from agents.crm.targets.hubspot import HubSpotCalls, HubSpotTarget
 from agents.crm.targets.webhook import WebhookTarget
 from hub.logs import get_logger
-from hub.sdk import Agent, AgentRuntime, Context
+from hub.sdk import Agent, AgentRuntime, Batch
 from schemas import events as ev
 
 log = get_logger(__name__)
@@ -126,16 +127,17 @@ class CrmAgent:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
 
-        @agent.on(*OBSERVED)
-        async def observe(event: ev.EventBase, ctx: Context) -> None:
-            if event.call_id is None or self.store is None:
+        @agent.on_batch(*OBSERVED)
+        async def observe(batch: Batch) -> None:
+            if self.store is None:
                 return
-            async with ctx.transaction() as conn:
-                queued = await self.store.apply(conn, event)
+            async with batch.transaction() as tx:
+                queued = await self.store.apply_many(tx.conn, tx.events)
             if queued and self.deliverer is not None:
                 self.deliverer.wake()
-            if self.config.fault_pause_s and event.type_name() == self.config.fault_pause_event:
-                log.warning("fault injection: pausing between commit and ack", event_type=event.type_name())
+            pause = self.config.fault_pause_event
+            if self.config.fault_pause_s and any(e.type_name() == pause for e in tx.events):
+                log.warning("fault injection: pausing between commit and ack", event_type=pause)
                 await asyncio.sleep(self.config.fault_pause_s)
 
     async def _targets(self, stack: contextlib.AsyncExitStack) -> dict[str, RemoteTarget]:

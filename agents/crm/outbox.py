@@ -42,7 +42,9 @@ DATABASE = "database"
 
 # Built once (SQLAlchemy reuses their compiled form): these run for every event the agent takes.
 _CALL = (crm_calls.c.pbx_id == sa.bindparam("key_pbx")) & (crm_calls.c.call_id == sa.bindparam("key_call"))
-_READ_STATE = sa.select(crm_calls.c.state).where(_CALL)
+_READ_STATES = sa.select(crm_calls.c.pbx_id, crm_calls.c.call_id, crm_calls.c.state).where(
+    crm_calls.c.call_id.in_(sa.bindparam("call_ids", expanding=True))
+)
 _INSERT_STATE = crm_calls.insert()
 _UPDATE_STATE = crm_calls.update().where(_CALL)
 
@@ -110,24 +112,53 @@ class CrmStore:
 
     async def apply(self, conn: AsyncConnection, event: EventBase) -> int:
         """Apply one event to its call (inside the event's transaction); returns how many deliveries it queued."""
-        assert event.call_id is not None
-        key = {"key_pbx": event.pbx_id, "key_call": event.call_id}
-        row = (await conn.execute(_READ_STATE, key)).first()
-        state = (
-            CallState.model_validate_json(row.state)
-            if row is not None
-            else CallState(pbx_id=event.pbx_id, call_id=event.call_id)
-        )
-        if not state.apply(event, self.route_points):
+        return await self.apply_many(conn, [event])
+
+    async def apply_many(self, conn: AsyncConnection, events: Sequence[EventBase]) -> int:
+        """Apply consecutive events (in order) to their calls inside one transaction: one read of the calls' states,
+        one write per changed call, and the last record of each ended call that changed queued (the versions
+        between would be superseded in this same transaction). Returns how many deliveries it queued."""
+        keys = list(dict.fromkeys((e.pbx_id, e.call_id) for e in events if e.call_id is not None))
+        if not keys:
             return 0
-        values = {"state": state.model_dump_json(), "version": state.version, "updated_at": utcnow()}
-        if row is None:
-            await conn.execute(_INSERT_STATE, {"pbx_id": event.pbx_id, "call_id": event.call_id, **values})
-        else:
-            await conn.execute(_UPDATE_STATE, {**key, **values})
-        if not state.ended:
+        rows = await conn.execute(_READ_STATES, {"call_ids": [call for _, call in keys]})
+        stored = {(r.pbx_id, r.call_id): r.state for r in rows if (r.pbx_id, r.call_id) in keys}
+        states = {
+            key: CallState.model_validate_json(stored[key])
+            if key in stored
+            else CallState(pbx_id=key[0], call_id=key[1])
+            for key in keys
+        }
+        changed: set[tuple[str, str]] = set()
+        ended: set[tuple[str, str]] = set()
+        for event in events:
+            if event.call_id is None:
+                continue
+            key = (event.pbx_id, event.call_id)
+            state = states[key]
+            if state.apply(event, self.route_points):
+                changed.add(key)
+                if state.ended:
+                    ended.add(key)
+        if not changed:
             return 0
-        return await self.enqueue(conn, state.record())
+        now = utcnow()
+
+        def values(key: tuple[str, str]) -> dict[str, Any]:
+            state = states[key]
+            return {"state": state.model_dump_json(), "version": state.version, "updated_at": now}
+
+        inserts = [{"pbx_id": k[0], "call_id": k[1], **values(k)} for k in keys if k in changed and k not in stored]
+        updates = [{"key_pbx": k[0], "key_call": k[1], **values(k)} for k in keys if k in changed and k in stored]
+        if inserts:
+            await conn.execute(_INSERT_STATE, inserts)
+        if updates:
+            await conn.execute(_UPDATE_STATE, updates)
+        queued = 0
+        for key in keys:
+            if key in ended:
+                queued += await self.enqueue(conn, states[key].record())
+        return queued
 
     async def enqueue(self, conn: AsyncConnection, record: CallRecord) -> int:
         now = utcnow()

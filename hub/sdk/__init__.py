@@ -1,7 +1,8 @@
 """The agent SDK: declare an agent, handle each call's events in order, own calls, send commands.
 
 The few names an agent author uses: :class:`Agent` (declare, ``@agent.on(...)``, ``@agent.on_assigned``,
-``@agent.on_handoff``), :class:`Context` (``claim``, ``release``, ``handoff``, ``send``, ``query``, ``publish``,
+``@agent.on_handoff``, ``@agent.on_batch(...)`` with :class:`Batch`),
+:class:`Context` (``claim``, ``release``, ``handoff``, ``send``, ``query``, ``publish``,
 ``transaction``), and the contract it re-exports: every event class, command class and their arguments.
 ``masterlinc agent run NAME`` runs an agent; :class:`AgentRuntime` runs one in-process (tests, embedding).
 See docs/agents.md for a whole agent on one page.
@@ -9,11 +10,12 @@ See docs/agents.md for a whole agent on one page.
 
 import schemas as _schemas
 from hub.sdk.agent import Agent, issuer
+from hub.sdk.batch import Batch
 from hub.sdk.client import CommandClient
 from hub.sdk.context import Context, NotOwnerError
 from hub.sdk.filters import EventFilter
 from hub.sdk.runtime import AgentRuntime, RuntimeOptions
-from hub.sdk.tracking import AlreadyHandled, Tracker
+from hub.sdk.tracking import AlreadyHandled, Tracked, Tracker
 from schemas import *  # noqa: F403 - the SDK re-exports the whole contract on purpose
 from schemas import commands, events
 from schemas.commands import (
@@ -72,6 +74,7 @@ __all__ = [
     "AgentReleasedCall",
     "AgentRuntime",
     "AlreadyHandled",
+    "Batch",
     "CallAnswered",
     "CallCreated",
     "CallDiverted",
@@ -109,6 +112,7 @@ __all__ = [
     "RuntimeOptions",
     "SendMessageArgs",
     "SetPresenceArgs",
+    "Tracked",
     "Tracker",
     "TransferArgs",
     "VoiceTranscript",

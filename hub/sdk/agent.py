@@ -8,6 +8,9 @@
     @agent.on_assigned                           # the coordinator assigned a call to us; the SDK claimed it
     async def assigned(event: AgentAssigned, ctx: Context) -> None: ...
 
+    @agent.on_batch(CallEnded)                   # an observer's writes, several events to a transaction
+    async def record(batch: Batch) -> None: ...
+
 An agent is only a declaration: :class:`hub.sdk.runtime.AgentRuntime` runs it (``masterlinc agent run NAME``).
 """
 
@@ -25,12 +28,15 @@ from schemas.events import AgentAssigned, AgentHandedOff, CallEnded, EventBase
 from schemas.tokens import check_token
 
 if TYPE_CHECKING:
+    from hub.sdk.batch import Batch
     from hub.sdk.context import Context
     from hub.sdk.runtime import AgentRuntime
 
 Handler = Callable[[Any, "Context"], Awaitable[None]]
+BatchHandler = Callable[["Batch"], Awaitable[None]]
 Lifespan = Callable[["AgentRuntime"], AbstractAsyncContextManager[None]]
 H = TypeVar("H", bound=Handler)
+B = TypeVar("B", bound=BatchHandler)
 L = TypeVar("L", bound=Lifespan)
 
 COORDINATOR = "coordinator"
@@ -50,6 +56,15 @@ class Subscription:
     filters: tuple[EventFilter, ...]
     handler: Handler
     owned: bool
+
+    def wants(self, event: EventBase) -> bool:
+        return any(f.matches(event) for f in self.filters)
+
+
+@dataclass(frozen=True)
+class BatchSubscription:
+    filters: tuple[EventFilter, ...]
+    handler: BatchHandler
 
     def wants(self, event: EventBase) -> bool:
         return any(f.matches(event) for f in self.filters)
@@ -93,6 +108,7 @@ class Agent:
         self.claim_assigned = claim_assigned
         self.lease_s = lease_s
         self.subscriptions: list[Subscription] = []
+        self.batch: BatchSubscription | None = None
         self.assigned_handlers: list[Handler] = []
         self.handoff_handlers: list[Handler] = []
         self.lifespans: list[Lifespan] = [lifespan] if lifespan is not None else []
@@ -119,6 +135,27 @@ class Agent:
 
         return register
 
+    def on_batch(self, *event_types: type[EventBase], pbx: str | None = None) -> Callable[[B], B]:
+        """Handle events of these classes several at a time, in order, with one transaction for all of them
+        (:mod:`hub.sdk.batch`): for an agent that only writes what it reads (no commands, no calls of its own).
+        Needs ``database``; one batch handler per agent."""
+        if not event_types:
+            raise ValueError("on_batch needs the event classes it takes")
+        if self.database is None:
+            raise ValueError(
+                f"agent {self.name}: a batch handler commits its events' positions with its writes; "
+                "declare Agent(..., database=MetaData())"
+            )
+        if self.batch is not None:
+            raise ValueError(f"agent {self.name} already has a batch handler; put the event classes in one on_batch")
+        filters = tuple(EventFilter(t, pbx_id=pbx) for t in event_types)
+
+        def register(handler: B) -> B:
+            self.batch = BatchSubscription(filters, handler)
+            return handler
+
+        return register
+
     def on_assigned(self, handler: H) -> H:
         """Called with the ``agent.assigned`` event when the coordinator assigns a call to this agent and the claim
         succeeded (with ``claim_assigned=False``: without claiming, for the handler to decide)."""
@@ -139,7 +176,8 @@ class Agent:
         return factory
 
     def filters(self) -> list[EventFilter]:
-        return [f for s in self.subscriptions for f in s.filters] + list(INTERNAL_FILTERS)
+        batch = list(self.batch.filters) if self.batch is not None else []
+        return [f for s in self.subscriptions for f in s.filters] + batch + list(INTERNAL_FILTERS)
 
     def handlers_for(self, event: EventBase, owns: bool) -> list[Handler]:
         return [s.handler for s in self.subscriptions if s.wants(event) and (owns or not s.owned)]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -21,7 +22,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
 
 from hub.bus import REPLAY_HEADER
-from hub.bus.pull import BatchPuller
+from hub.bus.pull import BatchPuller, ack_info
 from hub.logs import get_logger
 from hub.sdk.feed import consumer_config, consumer_name, source_position
 from schemas import subjects
@@ -35,7 +36,12 @@ HANDLE_SECONDS = Histogram(
     "ml_agent_handle_seconds", "Time to handle one event", ["agent"], buckets=(0.001, 0.005, 0.02, 0.1, 0.5, 2, 10)
 )
 
-Dispatch = Callable[[EventBase, bool, int | None], Awaitable[None]]
+
+class Dispatcher(Protocol):
+    """What the consumer hands events to (the runtime). ``redelivered``: not this event's first delivery (the
+    server's count, or a retry here), so an earlier one may have committed."""
+
+    async def dispatch(self, event: EventBase, replay: bool, position: int | None, redelivered: bool) -> None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,12 +62,14 @@ async def ensure_consumer(
 
 
 class PartitionConsumer:
-    def __init__(self, nc: Client, js: JetStreamContext, options: ConsumerOptions, partition: int, dispatch: Dispatch):
+    def __init__(
+        self, nc: Client, js: JetStreamContext, options: ConsumerOptions, partition: int, dispatcher: Dispatcher
+    ) -> None:
         self._nc = nc
         self._js = js
         self._options = options
         self.partition = partition
-        self._dispatch = dispatch
+        self._dispatcher = dispatcher
         self._stop = asyncio.Event()
         self.handled = 0
         self.dropped_replays = 0
@@ -123,11 +131,13 @@ class PartitionConsumer:
             await self._dead_letter(msg, f"not a valid event: {exc.reason}")
             return
         position = source_position(headers)
+        redelivered = ack_info(msg).delivered > 1
         started = time.perf_counter()
         delay = 0.2
         for attempt in range(1, self._options.attempts + 1):
             try:
-                await self._run_alive(msg, self._dispatch(event, replay, position))
+                again = redelivered or attempt > 1
+                await self._run_alive(msg, self._dispatcher.dispatch(event, replay, position, again))
                 break
             except asyncio.CancelledError:
                 raise

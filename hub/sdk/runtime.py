@@ -4,12 +4,15 @@ each event to the agent's handlers in order, and lease renewal.
     runtime = AgentRuntime(agent, nc, RuntimeOptions(...), tracker=...)
     await runtime.run(stopping)          # until stopping is set
 
-What happens per event, in order: replayed copies are dropped (unless ``backfill``); an event this agent already
-committed (tracking row) is skipped; an ``agent.assigned`` naming this agent is claimed (then ``on_assigned``); an
-``agent.handed_off`` to this agent adopts the lease (then ``on_handoff``); the matching ``on`` handlers run; a
-``call.ended`` releases this agent's lease on the call. A replica that stops (or dies) keeps no state that matters:
-its partitions move to the other replicas, its leases run out and the coordinator sends those calls to the safe
-route.
+What happens per event, in order: replayed copies are dropped (unless ``backfill``); a redelivered or replayed
+event this agent already committed (tracking row) is skipped (a first delivery is not read for: that cost a round
+trip an event, and an event published twice is still stopped at ``ctx.transaction()``'s INSERT); an ``agent.assigned``
+naming this agent is claimed (then ``on_assigned``); an ``agent.handed_off`` to this agent adopts the lease (then
+``on_handoff``); the matching ``on`` handlers run, then the batch handler; a ``call.ended`` releases this agent's
+lease on the call. A first delivery that only the batch handler wants goes to it with the events in flight in the
+replica's other partitions, in one transaction (:mod:`hub.sdk.batch`). A replica that stops (or dies) keeps no
+state that matters: its partitions move to the other replicas, its leases run out and the coordinator sends those
+calls to the safe route.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from hub.bus import EventPublisher, PublishError
 from hub.bus.kv import AGENTS, CALL_LEASES, open_bucket
 from hub.logs import get_logger
 from hub.sdk.agent import Agent
+from hub.sdk.batch import Batch, GroupCommit
 from hub.sdk.client import CommandClient
 from hub.sdk.consumer import EVENTS, ConsumerOptions, PartitionConsumer, ensure_consumer
 from hub.sdk.context import Context
@@ -83,6 +87,7 @@ class AgentRuntime:
         self.skipped = 0
         self.expired_assignments = 0  # assignments taken after their claim window: left to the coordinator
         self._tasks: dict[tuple[str, str], set[asyncio.Task[None]]] = {}
+        self.group = GroupCommit(self.dispatch_batch) if agent.batch is not None and tracker is not None else None
 
     @property
     def nc(self) -> Client:
@@ -206,6 +211,8 @@ class AgentRuntime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._consumers.clear()
+        if self.group is not None:
+            await self.group.close()
         if self._members is not None:
             await self._members.stop()
         if self._heartbeat is not None:
@@ -286,16 +293,19 @@ class AgentRuntime:
                 self._consumer_objs[partition].stop()
         for partition in want:
             if partition not in self._consumers:
-                consumer = PartitionConsumer(self._nc, self._js, self.consumer_options, partition, self.dispatch)
+                consumer = PartitionConsumer(self._nc, self._js, self.consumer_options, partition, self)
                 self._consumer_objs[partition] = consumer
                 self._consumers[partition] = asyncio.create_task(consumer.run(), name=f"{self.agent.name}-p{partition}")
 
     # ------------------------------------------------------------------ dispatch
 
-    async def dispatch(self, event: ev.EventBase, replay: bool, position: int | None) -> None:
-        if self.tracker is not None and await self.tracker.seen(event.event_id):
+    async def dispatch(self, event: ev.EventBase, replay: bool, position: int | None, redelivered: bool) -> None:
+        if self.tracker is not None and (replay or redelivered) and await self.tracker.seen(event.event_id):
             self.skipped += 1  # committed by an earlier delivery (or replayed): nothing to do
             self.handled += 1
+            return
+        if self.group is not None and not (replay or redelivered) and self.batchable(event):
+            await self.group.submit(event, position)  # with the other partitions' events in flight (one transaction)
             return
         ctx = Context(self, event, replay=replay, position=position)
         try:
@@ -305,13 +315,42 @@ class AgentRuntime:
                 await self._handed_over(event, ctx)
             for handler in self.agent.handlers_for(event, ctx.owns):
                 await handler(event, ctx)
+            batch = self.agent.batch
+            if batch is not None and self.tracker is not None and batch.wants(event):
+                await batch.handler(Batch(self.tracker, [event], [position]))
             if isinstance(event, ev.CallEnded) and event.call_id:
                 self._cancel_tasks((event.pbx_id, event.call_id))
                 if ctx.owns:
                     await self.leases.release(event.pbx_id, event.call_id, reason="call ended", trigger=event.event_id)
         except AlreadyHandled:
-            pass
+            self.skipped += 1
         self.handled += 1
+
+    def batchable(self, event: ev.EventBase) -> bool:
+        """Only the batch handler wants ``event``, and the runtime has no work of its own for it."""
+        batch = self.agent.batch
+        if batch is None or self.tracker is None or not batch.wants(event):
+            return False
+        if any(s.wants(event) for s in self.agent.subscriptions):
+            return False
+        if isinstance(event, ev.AgentAssigned) and event.data.agent == self.agent.name:
+            return False
+        if isinstance(event, ev.AgentHandedOff) and event.data.to_agent == self.agent.name:
+            return False
+        if isinstance(event, ev.CallEnded) and event.call_id is not None:
+            key = (event.pbx_id, event.call_id)
+            return key not in self._tasks and not self.leases.owns(*key)
+        return True
+
+    async def dispatch_batch(self, events: list[ev.EventBase], positions: list[int | None]) -> None:
+        """Hand :meth:`batchable` events of different partitions to the batch handler at once (one transaction)."""
+        assert self.agent.batch is not None
+        assert self.tracker is not None
+        try:
+            await self.agent.batch.handler(Batch(self.tracker, events, positions))
+        except AlreadyHandled:
+            self.skipped += len(events)
+        self.handled += len(events)
 
     async def _handed_over(self, event: ev.AgentHandedOff, ctx: Context) -> None:
         assert event.call_id is not None

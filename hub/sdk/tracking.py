@@ -5,13 +5,17 @@ was already handled by an earlier delivery whose effects committed, so :class:`A
 agent's code runs and the runtime acks the event. Otherwise the agent's writes and the tracking row commit together.
 A redelivery, a second replica that got the same event during a rebalance, or a replay with ``--backfill`` (same
 event id) therefore change nothing. Works on Postgres and SQLite (same migration, ``masterlinc db upgrade``).
+
+``transaction_many()`` does the same for several consecutive events of one partition (a batch handler's): one
+read finds those already handled, one INSERT tracks the rest, and the block gets only those.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +44,18 @@ _SEEN = sa.select(agent_tracking.c.event_id).where(
     agent_tracking.c.agent == sa.bindparam("agent"), agent_tracking.c.event_id == sa.bindparam("event_id")
 )
 _TRACK = agent_tracking.insert()
+_SEEN_MANY = sa.select(agent_tracking.c.event_id).where(
+    agent_tracking.c.agent == sa.bindparam("agent"),
+    agent_tracking.c.event_id.in_(sa.bindparam("event_ids", expanding=True)),
+)
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """An open batch transaction: its connection, and the events of the batch not handled before (in order)."""
+
+    conn: AsyncConnection
+    events: Sequence[EventBase]
 
 
 class Tracker:
@@ -109,6 +125,34 @@ class Tracker:
             except IntegrityError:
                 raise AlreadyHandled(f"event {event.event_id} was already handled by {self.agent}") from None
             yield conn
+
+    @asynccontextmanager
+    async def transaction_many(
+        self, events: Sequence[EventBase], positions: Sequence[int | None]
+    ) -> AsyncIterator[Tracked]:
+        """One transaction for several events: those already handled are left out of ``Tracked.events`` (all of
+        them: :class:`AlreadyHandled`); the others' tracking rows commit with the block's writes. Another replica
+        tracking one of them meanwhile fails the INSERT (IntegrityError), and the whole batch with it."""
+        async with self.engine.begin() as conn:
+            ids = [e.event_id for e in events]
+            done = set((await conn.execute(_SEEN_MANY, {"agent": self.agent, "event_ids": ids})).scalars())
+            fresh = [(e, p) for e, p in zip(events, positions, strict=True) if e.event_id not in done]
+            if not fresh:
+                raise AlreadyHandled(f"the {len(events)} events were already handled by {self.agent}")
+            await conn.execute(
+                _TRACK,
+                [
+                    {
+                        "agent": self.agent,
+                        "event_id": e.event_id,
+                        "call_id": e.call_id,
+                        "event_type": e.type_name(),
+                        "position": p,
+                    }
+                    for e, p in fresh
+                ],
+            )
+            yield Tracked(conn, [e for e, _ in fresh])
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:

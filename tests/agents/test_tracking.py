@@ -4,6 +4,7 @@ redelivery and replay made harmless (database effects once, bus effects through 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,9 +14,11 @@ from alembic.script import ScriptDirectory
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from hub.bus import EventPublisher
 from hub.eventlog.migrate import current, downgrade_async, script_location, upgrade, upgrade_async
 from hub.sdk import AlreadyHandled, CallAnswered, CommandResult, Context, Drop, RuntimeOptions, Tracker
 from hub.sdk.agent import Agent
+from schemas.subjects import event_subject
 from tests.agents.support import FAST, CallScript, publish, running, worker_rig
 from tests.helpers import wait_until
 
@@ -183,3 +186,43 @@ async def _handled(runtime: object, count: int) -> bool:
 
 async def _len(items: Sequence[object], count: int) -> bool:
     return len(items) >= count
+
+
+@pytest.mark.nats
+async def test_a_first_delivery_is_not_read_for_and_an_event_published_twice_stops_at_the_transaction(
+    nc: Client, db_url: str
+) -> None:
+    """No tracking read for a first delivery (a round trip an event); the same event published again as a new
+    message (its first delivery too) is stopped by the transaction's INSERT, so the body runs once."""
+    agent = Agent("notes", database=notes_db)
+    bodies: list[str] = []
+
+    @agent.on(CallAnswered)
+    async def note(event: CallAnswered, ctx: Context) -> None:
+        async with ctx.transaction() as conn:
+            bodies.append(str(event.event_id))
+            await conn.execute(notes.insert().values(call_id=ctx.call_id))
+
+    tracker = await Tracker.open(db_url, agent.name, notes_db)
+    reads: list[object] = []
+    read = tracker.seen
+
+    async def counted(event_id: uuid.UUID) -> bool:
+        reads.append(event_id)
+        return await read(event_id)
+
+    tracker.seen = counted  # type: ignore[method-assign]
+    event = CallScript().answered()
+    publisher = EventPublisher(nc.jetstream())
+    try:
+        async with running(agent, nc, FAST, tracker=tracker) as runtime:
+            for copy in ("first", "second"):
+                await publisher.publish_raw(event_subject(event), event.model_dump_json().encode(), copy)
+            await publisher.flush()
+            await wait_until(lambda: _handled(runtime, 2), what="both copies handled")
+    finally:
+        await tracker.close()
+    assert bodies == [str(event.event_id)]
+    assert reads == []
+    assert runtime.skipped == 1
+    assert await _count(db_url, notes) == 1
