@@ -46,6 +46,23 @@ _READ_STATES = sa.select(crm_calls.c.pbx_id, crm_calls.c.call_id, crm_calls.c.st
     crm_calls.c.call_id.in_(sa.bindparam("call_ids", expanding=True))
 )
 _INSERT_STATE = crm_calls.insert()
+# A pending row a deliverer holds right now is skipped, not waited for: it is being delivered, and the newer version
+# queued after it goes next (waiting held the event's partition for the rest of the deliverer's transaction:
+# handlers took 0.1-2 s each under the soak).
+_STALE = (
+    sa.select(crm_outbox.c.id)
+    .where(
+        (crm_outbox.c.target == sa.bindparam("key_target"))
+        & (crm_outbox.c.record_id == sa.bindparam("key_record"))
+        & (crm_outbox.c.state == "pending")
+        & (crm_outbox.c.version < sa.bindparam("key_version"))
+    )
+    .with_for_update(skip_locked=True)
+)
+_SUPERSEDE = (
+    crm_outbox.update().where(crm_outbox.c.id.in_(_STALE.scalar_subquery())).values(state="superseded", claimed_by=None)
+)
+_QUEUE = crm_outbox.insert()
 _UPDATE_STATE = crm_calls.update().where(_CALL)
 
 
@@ -154,44 +171,32 @@ class CrmStore:
             await conn.execute(_INSERT_STATE, inserts)
         if updates:
             await conn.execute(_UPDATE_STATE, updates)
-        queued = 0
-        for key in keys:
-            if key in ended:
-                queued += await self.enqueue(conn, states[key].record())
-        return queued
+        return await self.enqueue(conn, *(states[key].record() for key in keys if key in ended))
 
-    async def enqueue(self, conn: AsyncConnection, record: CallRecord) -> int:
+    async def enqueue(self, conn: AsyncConnection, *records: CallRecord) -> int:
+        """Queue each record for every target (inside the events' transaction), superseding the older versions
+        still pending; returns how many rows it queued. Two statements whatever the number of records."""
+        if not records:
+            return 0
         now = utcnow()
-        for target in self.targets:
-            same = (crm_outbox.c.target == target) & (crm_outbox.c.record_id == record.record_id)
-            # a pending row a deliverer holds right now is skipped, not waited for: it is being delivered, and
-            # the newer version queued here goes after it (waiting held this event's partition for the rest of
-            # the deliverer's transaction: handlers took 0.1-2 s each under the soak)
-            stale = (
-                sa.select(crm_outbox.c.id)
-                .where(same & (crm_outbox.c.state == "pending") & (crm_outbox.c.version < record.version))
-                .with_for_update(skip_locked=True)
-            )
-            await conn.execute(
-                crm_outbox.update()
-                .where(crm_outbox.c.id.in_(stale.scalar_subquery()))
-                .values(state="superseded", claimed_by=None)
-            )
-            await conn.execute(
-                crm_outbox.insert().values(
-                    target=target,
-                    record_id=record.record_id,
-                    version=record.version,
-                    pbx_id=record.pbx_id,
-                    call_id=record.call_id,
-                    payload=record.model_dump_json(),
-                    state="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
-        return len(self.targets)
+        keys = [
+            {"key_target": t, "key_record": r.record_id, "key_version": r.version}
+            for r in records
+            for t in self.targets
+        ]
+        rows = [
+            {
+                "target": target, "record_id": record.record_id, "version": record.version, "pbx_id": record.pbx_id,
+                "call_id": record.call_id, "payload": payload, "state": "pending", "attempts": 0,
+                "next_attempt_at": now, "created_at": now,
+            }
+            for record in records
+            for payload in (record.model_dump_json(),)
+            for target in self.targets
+        ]  # fmt: skip
+        await conn.execute(_SUPERSEDE, keys)
+        await conn.execute(_QUEUE, rows)
+        return len(rows)
 
     # ------------------------------------------------------------------ delivering
 

@@ -22,6 +22,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "agents.basma.bench",
     "agents.routing.bench",
     "agents.crm.bench",
+    "agents.crm.catchup_bench",
 )
 
 

@@ -4,6 +4,7 @@ two replicas runs the pass, and of two versions of one record the newer one is w
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agents.crm.outbox import DATABASE, CrmStore
 from agents.crm.record import CallState
-from agents.crm.tables import crm_outbox
+from agents.crm.tables import crm_calls, crm_outbox
 from hub.eventlog.migrate import upgrade_async
 from tests.agents.support import ROUTE_POINT
 from tests.crm.support import CallStory, emptied, records
@@ -107,3 +108,29 @@ async def test_a_new_version_is_queued_without_waiting_for_a_deliverer_holding_t
         assert await _states(engine) == {"delivered": 2}
     finally:
         await engine.dispose()
+
+
+async def test_calls_applied_together_give_the_states_and_records_of_calls_applied_one_event_at_a_time(
+    engine: AsyncEngine, store_url: str
+) -> None:
+    """A batch (the agent's group commit) interleaves several calls, and may hold more than one event of a call:
+    its states, record versions and queued rows are those of the events applied one by one."""
+    one = CrmStore(engine, targets=[DATABASE], replica="one", route_points=[ROUTE_POINT])
+    stories = [CallStory.typical() for _ in range(3)]
+    expected = [await _queue(one, story) for story in stories]
+    async with engine.begin() as conn:
+        singly = {r.call_id: r.state for r in await conn.execute(sa.select(crm_calls.c.call_id, crm_calls.c.state))}
+        await conn.execute(sa.delete(crm_calls))
+        await conn.execute(sa.delete(crm_outbox))
+    interleaved = [e for step in itertools.zip_longest(*(s.events for s in stories)) for e in step if e is not None]
+    cut = len(interleaved) // 2  # two batches: some calls' states are read back from the first
+    queued = 0
+    for batch in (interleaved[:cut], interleaved[cut:]):
+        async with engine.begin() as conn:
+            queued += await one.apply_many(conn, batch)
+    async with engine.connect() as conn:
+        together = {r.call_id: r.state for r in await conn.execute(sa.select(crm_calls.c.call_id, crm_calls.c.state))}
+    assert together == singly
+    assert [CallState.model_validate_json(together[s.call_id]) for s in stories] == expected
+    assert queued == 3  # each ended call's record once: its last version in the batch
+    assert await _states(engine) == {"pending": 3}
