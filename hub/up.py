@@ -153,7 +153,8 @@ async def _main(
     sup = Supervisor(data_dir / "logs", _child_env(settings, nats_url, db_url, data_dir))
     services = _plan(sup, settings, played, mcp_port)
     watch = Watch(nc)
-    registry = RegistryView(await open_bucket(nc.jetstream(), AGENTS))
+    await open_bucket(nc.jetstream(), AGENTS)
+    registry = RegistryView(nc.jetstream())
     ended = 0
     try:
         await watch.start(await registry.start())

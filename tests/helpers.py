@@ -8,12 +8,14 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
+
+from hub import natsd
 
 
 async def wait_until(
@@ -115,3 +117,26 @@ async def fresh_bus(js: Any) -> None:
         with contextlib.suppress(NotFoundError, BucketNotFoundError):
             await js.delete_key_value(bucket.name)
     await ensure_streams(js, BusConfig())
+
+
+class RestartableNats:
+    """A private nats-server on a fixed port and store, killed and started again by the test."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.server = natsd.start(store_dir=tmp_path / "js")
+        self.url = self.server.url
+
+    def kill(self) -> None:
+        self.server.kill()
+
+    def restart(self) -> None:
+        self.server = natsd.start(store_dir=self.server.store_dir, port=self.server.port)
+
+
+@contextlib.contextmanager
+def private_nats(tmp_path: Path) -> Iterator[RestartableNats]:
+    nats = RestartableNats(tmp_path)
+    try:
+        yield nats
+    finally:
+        nats.server.stop()

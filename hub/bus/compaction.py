@@ -5,10 +5,11 @@ assignment done, an ingest state ended). ``ML_LEASES`` has no TTL, so its marker
 after the 30-minute soak, each held in nats-server's memory and replayed to every mirror that starts. Each purge is
 filtered to its key and bounded by the marker's own sequence, so a value written after the marker is never touched.
 
-The scan reads each key's latest entry through a short-lived pull consumer, headers only, one batch at a time, and
-purges each batch's old markers before it asks for the next: what a round holds is one batch, however many keys the
-bucket has. A KV watch pushes the whole bucket into the client at once (nats-py's ``watch`` also ignores
-``headers_only``): the coordinator's RSS stepped up ~5 MiB at every round under the soak's load and kept it.
+The scan reads each key's latest entry through a short-lived pull consumer, headers only, one batch at a time
+(:mod:`hub.bus.kvscan`), and purges each batch's old markers before it asks for the next: what a round holds is one
+batch, however many keys the bucket has. A KV watch pushes the whole bucket into the client at once (nats-py's
+``watch`` also ignores ``headers_only``): the coordinator's RSS stepped up ~5 MiB at every round under the soak's
+load and kept it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from hub.bus.kv import ASSIGNMENTS, CALL_LEASES, INFLIGHT, INGEST_STATE, Bucket, open_bucket
+from hub.bus.kvscan import SCAN_BATCH, KvScan, is_marker, kv_prefix
 from hub.logs import get_logger
 
 log = get_logger(__name__)
@@ -31,11 +31,7 @@ log = get_logger(__name__)
 PER_CALL_BUCKETS = (CALL_LEASES, ASSIGNMENTS, INGEST_STATE, INFLIGHT)
 MARKER_AGE_S = 600.0  # older than any in-flight compare-and-set on the key could be
 COMPACT_EVERY_S = 300.0
-SCAN_BATCH = 256
-FETCH_TIMEOUT_S = 5.0
 PURGES_IN_FLIGHT = 32
-_KV_OPERATION = "KV-Operation"
-_MARKER_REASON = "Nats-Marker-Reason"  # nats-server 2.11+ places its own markers (TTL, max age) with this header
 
 
 async def compact_deletes(js: JetStreamContext, bucket: Bucket, *, older_than_s: float = MARKER_AGE_S,
@@ -53,45 +49,18 @@ async def marker_batches(
 ) -> AsyncIterator[list[tuple[str, int]]]:
     """(key, revision) of each key whose latest entry is a delete marker older than ``older_than_s``, a batch of
     the bucket's keys at a time (a batch without old markers yields nothing)."""
-    stream = f"KV_{bucket.name}"
-    prefix = f"$KV.{bucket.name}."
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        ack_policy=AckPolicy.NONE,
-        headers_only=True,
-        mem_storage=True,
-        num_replicas=1,
-        inactive_threshold=30.0,  # a scan cut short (the process died) leaves no consumer behind for long
-    )
-    sub = await js.pull_subscribe(f"{prefix}>", stream=stream, config=config)
-    try:
-        pending = (await sub.consumer_info()).num_pending
-        while pending:
-            try:
-                msgs = await sub.fetch(min(batch, pending), timeout=FETCH_TIMEOUT_S)
-            except NatsTimeoutError:
-                return  # the bucket changed under the scan: the next round sees the rest
-            now = datetime.now(UTC)
-            markers = [
-                (m.subject[len(prefix) :], m.metadata.sequence.stream)
-                for m in msgs
-                if _old_marker(m, now, older_than_s)
-            ]
-            if markers:
-                yield markers
-            pending = msgs[-1].metadata.num_pending if msgs else 0
-    finally:
-        with contextlib.suppress(Exception):
-            info = await sub.consumer_info()
-            await sub.unsubscribe()
-            await js.delete_consumer(stream, info.name)
+    prefix = kv_prefix(bucket.name)
+    async for msgs in KvScan(js, bucket.name, headers_only=True, batch=batch).batches():
+        now = datetime.now(UTC)
+        markers = [
+            (m.subject[len(prefix) :], m.metadata.sequence.stream) for m in msgs if _old_marker(m, now, older_than_s)
+        ]
+        if markers:
+            yield markers
 
 
 def _old_marker(msg: Msg, now: datetime, older_than_s: float) -> bool:
-    headers = msg.headers or {}
-    if headers.get(_KV_OPERATION) not in ("DEL", "PURGE") and _MARKER_REASON not in headers:
-        return False
-    return (now - msg.metadata.timestamp).total_seconds() >= older_than_s
+    return is_marker(msg) and (now - msg.metadata.timestamp).total_seconds() >= older_than_s
 
 
 async def purge_markers(js: JetStreamContext, bucket: Bucket, markers: list[tuple[str, int]]) -> None:

@@ -119,9 +119,10 @@ class Coordinator:
         assign_kv = await open_bucket(self._js, ASSIGNMENTS)
         self._leases = LeaseStore(leases_kv)
         self._assignments = AssignmentStore(assign_kv)
-        self._lease_view = await KvMirror(leases_kv, Lease.model_validate_json).start()
-        self._assign_view = await KvMirror(assign_kv, Assignment.model_validate_json).start()
-        self._registry = await RegistryView(await open_bucket(self._js, AGENTS)).start()
+        await open_bucket(self._js, AGENTS)
+        self._lease_view = await KvMirror(self._js, CALL_LEASES.name, Lease.model_validate_json).start()
+        self._assign_view = await KvMirror(self._js, ASSIGNMENTS.name, Assignment.model_validate_json).start()
+        self._registry = await RegistryView(self._js).start()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.runtime.run(stopping), name="coordinator-agent")

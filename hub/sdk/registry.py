@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime, timedelta
 
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.bus.kv import AGENTS
 from hub.bus.kvmirror import KvMirror
 from schemas.common import UtcDateTime, utcnow
 
@@ -47,10 +49,10 @@ def registry_key(agent: str, replica: str) -> str:
 
 
 class RegistryView(KvMirror[AgentRecord]):
-    """Every record under a key pattern, kept current by a KV watch."""
+    """Every record under a key pattern, kept current from the bucket (:class:`hub.bus.kvmirror.KvMirror`)."""
 
-    def __init__(self, kv: KeyValue, pattern: str = ">") -> None:
-        super().__init__(kv, AgentRecord.model_validate_json, pattern)
+    def __init__(self, js: JetStreamContext, pattern: str = ">") -> None:
+        super().__init__(js, AGENTS.name, AgentRecord.model_validate_json, pattern)
 
     @property
     def records(self) -> dict[str, AgentRecord]:

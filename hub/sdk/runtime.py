@@ -190,7 +190,7 @@ class AgentRuntime:
             ),
         )
         await self._heartbeat.beat()
-        self._members = await RegistryView(agents_kv, f"{self.agent.name}.*").start()
+        self._members = await RegistryView(self._js, f"{self.agent.name}.*").start()
         await self._register_events()
         await self._rebalance()
         self.ready.set()

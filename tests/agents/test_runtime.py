@@ -316,7 +316,7 @@ async def test_an_unreadable_registry_record_is_passed_over_and_the_view_still_s
     good = AgentRecord(agent="a", replica="r1", started_at=now, beat_at=now, heartbeat_s=1.0)
     await kv.put(good.key, good.model_dump_json().encode())
     await kv.put("a.r2", b"{not json")
-    view = await asyncio.wait_for(RegistryView(kv, "a.*").start(), 5)
+    view = await asyncio.wait_for(RegistryView(nc.jetstream(), "a.*").start(), 5)
     try:
         assert list(view.records) == ["a.r1"]
         assert [r.replica for r in view.alive("a")] == ["r1"]

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -27,33 +27,10 @@ from hub.ingest.adapter import PbxAdapter
 from hub.simulator import SimConfig, running_simulator
 from hub.simulator.projection import Item, diff, observed, project
 from schemas import events as e
-from tests.helpers import eventually, fresh_bus, wait_until
+from tests.helpers import eventually, fresh_bus, private_nats, wait_until
 from tests.ingest.conftest import PBX, IngestRig, adapter_for, collecting, ingest_rig, stream_events
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
-
-
-class RestartableNats:
-    """A private nats-server on a fixed port and store, killed and started again by the test."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.server = natsd.start(store_dir=tmp_path / "js")
-        self.url = self.server.url
-
-    def kill(self) -> None:
-        self.server.kill()
-
-    def restart(self) -> None:
-        self.server = natsd.start(store_dir=self.server.store_dir, port=self.server.port)
-
-
-@contextlib.contextmanager
-def private_nats(tmp_path: Path) -> Iterator[RestartableNats]:
-    nats = RestartableNats(tmp_path)
-    try:
-        yield nats
-    finally:
-        nats.server.stop()
 
 
 @contextlib.asynccontextmanager
