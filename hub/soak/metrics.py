@@ -9,7 +9,10 @@ the table printed from them, and the two trend checks:
   not judged: its RSS follows what its streams store (D§11's bound is for the hub's own processes, and the streams'
   retention bounds the server's);
 - lag recovers when, after every fault, a sample within ``within_s`` shows the lag at or under ``bound`` events,
-  and the run ends with no lag at all.
+  and the run ends with no lag at all;
+- services stay up when every hub process is in every sample, but for those within ``within_s`` of its own fault:
+  the worker once exited on a NATS timeout and stayed down three minutes until its own fault restarted it, and no
+  other verdict saw it (recovery is timed from a fault, the lag is the recorder's).
 """
 
 from __future__ import annotations
@@ -100,6 +103,25 @@ def lag_recovers(samples: Sequence[Sample], faults_at: Sequence[tuple[str, float
         return Verdict("lag back under the bound after each fault", False, detail)
     return Verdict("lag back under the bound after each fault", True,
                    f"bound {bound} events within {within_s:.0f} s; p99 of samples {p99}; 0 at the end")  # fmt: skip
+
+
+def services_stay_up(samples: Sequence[Sample], names: Sequence[str], faults_at: Sequence[tuple[str, float]], *,
+                     within_s: float, shown: Collection[str] = ()) -> Verdict:  # fmt: skip
+    down: dict[str, list[float]] = {}
+    for sample in samples:
+        for name in names:
+            if name in shown or name in sample.rss_kib:
+                continue
+            if any(fault == name and 0 <= sample.at_s - at <= within_s for fault, at in faults_at):
+                continue
+            down.setdefault(name, []).append(sample.at_s)
+    if down:
+        detail = "; ".join(f"{name} down outside its faults at {len(times)} samples, {times[0]:.0f}-{times[-1]:.0f} s"
+                           for name, times in down.items())  # fmt: skip
+        return Verdict("services stayed up", False, detail)
+    return Verdict(
+        "services stayed up", True, f"every hub process in every sample but within {within_s:.0f} s of its own fault"
+    )
 
 
 def agents_of(samples: Sequence[Sample]) -> list[str]:

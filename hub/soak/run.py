@@ -23,7 +23,7 @@ from hub.soak.invariants import (
     recovered,
     transitions_once,
 )
-from hub.soak.metrics import Sample, behind_summary, lag_recovers, memory_flat, render, rss_kib
+from hub.soak.metrics import Sample, behind_summary, lag_recovers, memory_flat, render, rss_kib, services_stay_up
 from hub.soak.rig import END_GRACE_S, HubRig, running_hub
 from hub.soak.traffic import load
 from schemas.events import Event
@@ -121,6 +121,9 @@ async def soak(
                 bound=max(200, int(rate * 2)),
                 within_s=RECOVER_WITHIN_S,
                 final_lag=final.lag,
+            ),
+            services_stay_up(
+                report.samples, report.names, report.faults_at, within_s=RECOVER_WITHIN_S, shown=INFRASTRUCTURE
             ),
         ]
         report.coordinator_calls = await rig.metric("coordinator", "ml_coordinator_calls")

@@ -12,7 +12,9 @@ For each command, in order:
 7b. check that the target leg still belongs to the command's call (D§5; participant ids are reused);
 8. call the PBX through the gateway; store the result; publish ``command.succeeded`` / ``command.failed``; reply to
    the issuer's inbox (header ``Ml-Reply-To``); ack.
-Several workers share the durable consumer; a command survives a worker's death (redelivered after ack_wait).
+Several workers share the durable consumer; a command survives a worker's death (redelivered after ack_wait). When
+the bus fails mid-command (a NATS restart), the message is left for redelivery and the worker goes on; a known
+result is stored with retries first.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ COMMANDS = Counter("ml_worker_commands_total", "Commands handled, by type and ou
 LATENCY = Histogram(
     "ml_worker_command_seconds", "Command handling time", ["type"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2, 10)
 )
+
+BUS_ERRORS = (nats.errors.Error, TimeoutError, ConnectionError)
+"""What the bus raises while it is away (a NATS restart): a command is left for redelivery, the worker goes on."""
+STORE_ATTEMPTS = 6  # storing a known result through a NATS restart (~1-3 s here): 0.25 s doubling, up to ~8 s
 
 LeaseCheck = Callable[[CommandBase], Awaitable[bool]]
 LegCheck = Callable[[CommandBase], Awaitable[None]]  # raises CommandFailure when the leg is not the call's any more
@@ -126,6 +132,11 @@ class Worker:
                     msgs = await psub.fetch(self._config.batch, timeout=0.5)
                 except (nats.errors.TimeoutError, TimeoutError):
                     continue
+                except BUS_ERRORS as exc:  # reconnecting: the next fetch tries again
+                    log.warning("fetching commands failed", error=str(exc) or type(exc).__name__)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), 0.5)
+                    continue
                 await asyncio.gather(*(self.handle(msg) for msg in msgs))
         finally:
             await qsub.unsubscribe()
@@ -146,12 +157,23 @@ class Worker:
             return
         bind(pbx_id=command.pbx_id, call_id=command.call_id,
              correlation_id=command.correlation_id or command.command_id)  # fmt: skip
-        result = await self._execute(command, msg)
-        if result is None:  # another worker holds it: let the message come back later
-            await msg.nak(delay=1.0)
+        try:
+            result = await self._execute(command, msg)
+            if result is None:  # another worker holds it: let the message come back later
+                await msg.nak(delay=1.0)
+                return
+            await self._reply(reply_to, result)
+            await msg.ack()
+        except BUS_ERRORS as exc:
+            # the bus went away mid-command (a NATS restart): the message comes back, and the claim decides what
+            # happens then (the stored result, or the in-flight marker: reconciled, never a second PBX call); this
+            # took the whole worker down before, for the three minutes until something restarted it
+            log.warning("the bus failed while handling a command; it is redelivered", command_type=command.NAME,
+                        error=str(exc) or type(exc).__name__)  # fmt: skip
+            COMMANDS.labels(command.NAME, "bus_failed").inc()
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1.0)
             return
-        await self._reply(reply_to, result)
-        await msg.ack()
         outcome = "ok" if result.ok else (result.error.code if result.error else "failed")
         COMMANDS.labels(command.NAME, str(outcome)).inc()
         LATENCY.labels(command.NAME).observe(time.perf_counter() - started)
@@ -252,9 +274,25 @@ class Worker:
                     pbx_reason=failure.pbx_reason,
                 ),
             )
-        if claim is not None and self._idem is not None:
-            await self._idem.complete(claim, result)
+        if claim is not None:
+            await self._store(claim, result)
         return result
+
+    async def _store(self, claim: Claim, result: CommandResult) -> None:
+        """Store a known outcome, retrying while the bus reconnects: lost, a redelivery could only answer
+        ``outcome_unknown`` once the claim expires."""
+        assert self._idem is not None, "start() first"
+        delay = 0.25
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                await self._idem.complete(claim, result)
+                return
+            except BUS_ERRORS:
+                if attempt == STORE_ATTEMPTS:
+                    raise
+                log.warning("storing a command's result failed; retrying", attempt=attempt)
+                await asyncio.sleep(delay)
+                delay *= 2
 
     async def _event(self, command: CommandBase, cls: type[ev.EventBase], data: Any) -> None:
         event = cls.model_validate(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hub.sdk.feed import agent_of_consumer, consumer_name
-from hub.soak.metrics import MIB, Sample, behind_summary, lag_recovers, memory_flat, render
+from hub.soak.metrics import MIB, Sample, behind_summary, lag_recovers, memory_flat, render, services_stay_up
 
 
 def test_feed_consumers_name_their_agent_and_other_consumers_name_none() -> None:
@@ -70,3 +70,18 @@ def test_lag_must_come_back_under_the_bound_after_each_fault_and_end_at_zero() -
     assert lag_recovers(samples, [("nats", 0.5)], bound=100, within_s=2, final_lag=0).ok
     assert not lag_recovers(samples, [("nats", 0.5)], bound=10, within_s=1, final_lag=0).ok
     assert not lag_recovers(samples, [("nats", 0.5)], bound=100, within_s=2, final_lag=3).ok
+
+
+def test_a_service_down_outside_its_own_fault_fails_and_one_restarting_in_its_fault_does_not() -> None:
+    """The ninth 30-minute run: the worker exited on a NATS timeout at 66 s and was down until its own fault (240 s).
+    Samples within 30 s of a service's own fault count as that fault's."""
+    up = {"worker": 94 * MIB, "ingest": 80 * MIB}
+    samples = [Sample(float(t), dict(up)) for t in range(0, 300, 5)]
+    samples[10] = Sample(50.0, {"ingest": 80 * MIB})  # the worker killed by its fault at 48 s, restarted
+    faults = [("worker", 48.0), ("nats", 60.0)]
+    assert services_stay_up(samples, ["worker", "ingest", "nats"], faults, within_s=30, shown=["nats"]).ok
+    for t in range(66, 240, 5):
+        samples[t // 5] = Sample(float(t), {"ingest": 80 * MIB})
+    verdict = services_stay_up(samples, ["worker", "ingest", "nats"], faults, within_s=30, shown=["nats"])
+    assert not verdict.ok
+    assert verdict.detail.startswith("worker down outside its faults at 32 samples, 81-236 s")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import anyio
+import nats.errors
 import pytest
 from nats.aio.client import Client
 
@@ -168,3 +169,46 @@ async def test_a_query_with_no_worker_says_so(nc: Client) -> None:
     result = await CommandClient(nc).query(Extensions(pbx_id="main"), wait=1)
     assert result.error is not None
     assert result.error.code is ErrorCode.PBX_UNAVAILABLE
+
+
+def _failing_once(method: Callable[..., Awaitable[Any]]) -> tuple[Callable[..., Awaitable[Any]], list[int]]:
+    """``method``, raising a NATS timeout (as during a server restart) on its first call."""
+    calls: list[int] = []
+
+    async def wrapped(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise nats.errors.TimeoutError
+        return await method(*args)
+
+    return wrapped, calls
+
+
+async def test_a_result_store_that_times_out_is_retried_and_the_command_answered(nc: Client) -> None:
+    """Seen in the soak: the result's KV put timed out during a NATS restart and the worker exited."""
+    gateway = RecordingGateway()
+    first = drop(idempotency_key="stored")
+    async with running(nc, gateway) as worker:
+        assert worker._idem is not None
+        worker._idem.complete, attempts = _failing_once(worker._idem.complete)  # type: ignore[method-assign,assignment]
+        with anyio.fail_after(15):
+            result = await CommandClient(nc).send(first)
+            again = await CommandClient(nc).send(first.model_copy(update={"command_id": "01JSECONDCOMMANDID00000000"}))
+    assert result.ok
+    assert len(attempts) == 2
+    assert again.duplicate  # the result was stored
+    assert len(gateway.calls) == 1
+
+
+async def test_a_bus_failure_mid_command_leaves_it_for_redelivery_and_the_worker_goes_on(nc: Client) -> None:
+    gateway = RecordingGateway()
+    async with running(nc, gateway) as worker:
+        assert worker._idem is not None
+        worker._idem.claim, claims = _failing_once(worker._idem.claim)  # type: ignore[method-assign,assignment]
+        with anyio.fail_after(15):
+            result = await CommandClient(nc).send(drop())
+            later = await CommandClient(nc).send(drop())
+    assert result.ok
+    assert later.ok
+    assert len(claims) == 3  # the failed claim, its redelivery's, the next command's
+    assert len(gateway.calls) == 2
