@@ -15,7 +15,18 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from hub.eventlog.migrate import upgrade_async
 from hub.eventlog.tables import agent_tracking
-from hub.sdk import Agent, AlreadyHandled, Batch, CallAnswered, CallEnded, CallRinging, Context, RuntimeOptions, Tracker
+from hub.sdk import (
+    Agent,
+    AlreadyHandled,
+    Batch,
+    CallAnswered,
+    CallEnded,
+    CallRinging,
+    Context,
+    RuntimeOptions,
+    Tracked,
+    Tracker,
+)
 from hub.sdk.batch import GroupCommit, GroupFailed
 from schemas.events import EventBase
 from tests.agents.support import FAST, CallScript, publish, running
@@ -78,6 +89,10 @@ async def _tracked(url: str, agent: str) -> int:
         await engine.dispose()
 
 
+async def _write(tx: Tracked) -> None:
+    await tx.conn.execute(seen_rows.insert(), [{"call_id": e.call_id, "event_id": e.event_id} for e in tx.events])
+
+
 def _recorder(name: str) -> tuple[Agent, list[list[EventBase]]]:
     """An agent whose batch handler writes a row per event and remembers each batch's events."""
     agent = Agent(name, database=seen_db)
@@ -87,9 +102,7 @@ def _recorder(name: str) -> tuple[Agent, list[list[EventBase]]]:
     async def record(batch: Batch) -> None:
         async with batch.transaction() as tx:
             batches.append(list(tx.events))
-            await tx.conn.execute(
-                seen_rows.insert(), [{"call_id": e.call_id, "event_id": e.event_id} for e in tx.events]
-            )
+            await _write(tx)
 
     return agent, batches
 
@@ -142,9 +155,7 @@ async def test_a_failing_group_is_retried_one_event_at_a_time_and_only_the_bad_e
     async def record(batch: Batch) -> None:
         async with batch.transaction() as tx:
             sizes.append(len(tx.events))
-            await tx.conn.execute(
-                seen_rows.insert(), [{"call_id": e.call_id, "event_id": e.event_id} for e in tx.events]
-            )
+            await _write(tx)
             if any(e.event_id == poison.event_id for e in tx.events):
                 raise ValueError("this event cannot be recorded")
 
