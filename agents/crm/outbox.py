@@ -139,7 +139,8 @@ class CrmStore:
         if not keys:
             return 0
         rows = await conn.execute(_READ_STATES, {"call_ids": [call for _, call in keys]})
-        stored = {(r.pbx_id, r.call_id): r.state for r in rows if (r.pbx_id, r.call_id) in keys}
+        wanted = set(keys)  # the read is by call id alone: another PBX's call of the same id is left out
+        stored = {(r.pbx_id, r.call_id): r.state for r in rows if (r.pbx_id, r.call_id) in wanted}
         states = {
             key: CallState.model_validate_json(stored[key])
             if key in stored

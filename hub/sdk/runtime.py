@@ -87,7 +87,10 @@ class AgentRuntime:
         self.skipped = 0
         self.expired_assignments = 0  # assignments taken after their claim window: left to the coordinator
         self._tasks: dict[tuple[str, str], set[asyncio.Task[None]]] = {}
-        self.group = GroupCommit(self.dispatch_batch) if agent.batch is not None and tracker is not None else None
+        if agent.batch is not None and tracker is None:
+            raise ValueError(f"agent {agent.name} has a batch handler, which commits with its position: give it its "
+                             "database (DATABASE_URL)")  # fmt: skip
+        self.group = GroupCommit(self.dispatch_batch) if agent.batch is not None else None
 
     @property
     def nc(self) -> Client:
@@ -315,9 +318,8 @@ class AgentRuntime:
                 await self._handed_over(event, ctx)
             for handler in self.agent.handlers_for(event, ctx.owns):
                 await handler(event, ctx)
-            batch = self.agent.batch
-            if batch is not None and self.tracker is not None and batch.wants(event):
-                await batch.handler(Batch(self.tracker, [event], [position]))
+            if self.agent.batch is not None and self.agent.batch.wants(event):
+                await self._run_batch([event], [position])
             if isinstance(event, ev.CallEnded) and event.call_id:
                 self._cancel_tasks((event.pbx_id, event.call_id))
                 if ctx.owns:
@@ -328,8 +330,7 @@ class AgentRuntime:
 
     def batchable(self, event: ev.EventBase) -> bool:
         """Only the batch handler wants ``event``, and the runtime has no work of its own for it."""
-        batch = self.agent.batch
-        if batch is None or self.tracker is None or not batch.wants(event):
+        if self.agent.batch is None or not self.agent.batch.wants(event):
             return False
         if any(s.wants(event) for s in self.agent.subscriptions):
             return False
@@ -344,13 +345,16 @@ class AgentRuntime:
 
     async def dispatch_batch(self, events: list[ev.EventBase], positions: list[int | None]) -> None:
         """Hand :meth:`batchable` events of different partitions to the batch handler at once (one transaction)."""
-        assert self.agent.batch is not None
-        assert self.tracker is not None
         try:
-            await self.agent.batch.handler(Batch(self.tracker, events, positions))
+            await self._run_batch(events, positions)
         except AlreadyHandled:
             self.skipped += len(events)
         self.handled += len(events)
+
+    async def _run_batch(self, events: list[ev.EventBase], positions: list[int | None]) -> None:
+        assert self.agent.batch is not None
+        assert self.tracker is not None  # checked when the runtime was made
+        await self.agent.batch.handler(Batch(self.tracker, events, positions))
 
     async def _handed_over(self, event: ev.AgentHandedOff, ctx: Context) -> None:
         assert event.call_id is not None

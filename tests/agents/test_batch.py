@@ -17,6 +17,7 @@ from hub.eventlog.migrate import upgrade_async
 from hub.eventlog.tables import agent_tracking
 from hub.sdk import (
     Agent,
+    AgentRuntime,
     AlreadyHandled,
     Batch,
     CallAnswered,
@@ -276,3 +277,10 @@ def test_a_batch_handler_needs_a_database_event_classes_and_is_one_per_agent() -
         agent.on_batch(CallEnded)
     assert agent.batch is not None
     assert agent.batch.handler is first
+
+
+@pytest.mark.nats
+async def test_an_agent_with_a_batch_handler_and_no_database_is_refused_at_once(nc: Client) -> None:
+    agent, _ = _recorder("nodatabase")
+    with pytest.raises(ValueError, match="give it its database"):
+        AgentRuntime(agent, nc, EIGHT)
