@@ -29,6 +29,7 @@ class Verdict:
     name: str
     ok: bool
     detail: str = ""
+    calls: tuple[int, ...] = ()  # the PBX call ids a failed ground-truth verdict is about (see hub.soak.evidence)
 
     def line(self) -> str:
         return f"{'PASS' if self.ok else 'FAIL'} {self.name}" + (f": {self.detail}" if self.detail else "")
@@ -145,7 +146,8 @@ def transitions_once(
     lines = [f"missing {k} x{n}" for k, n in sorted(missing.items(), key=str)]
     lines += [f"extra   {k} x{n}" for k, n in sorted(extra.items(), key=str)]
     shown = "\n  ".join(lines[:12] + [line for line in lines[12:] if line.startswith("extra")][:6])
-    return Verdict(name, False, f"{len(lines)} differences:\n  {shown}")
+    calls = tuple(sorted({k[0] for k in missing + extra if isinstance(k[0], int)}))
+    return Verdict(name, False, f"{len(lines)} differences:\n  {shown}", calls)
 
 
 def _fleeting(entries: Sequence[Any], within_s: float) -> set[int]:
@@ -190,7 +192,7 @@ def inferred_only_hidden(
         return Verdict("inferred only for what an outage hid", True)
     shown = ", ".join(f"{i[0]} {i[4]}" for i in sorted(inferred, key=str)[:6])
     return Verdict("inferred only for what an outage hid", False,
-                   f"calls {wrong[:10]} inferred outside any outage ({shown})")  # fmt: skip
+                   f"calls {wrong[:10]} inferred outside any outage ({shown})", tuple(wrong))  # fmt: skip
 
 
 def event_ids_once(event_ids: Iterable[object]) -> Verdict:

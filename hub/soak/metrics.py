@@ -46,6 +46,7 @@ class Sample:
     logged: int | None = None
     fault: str = ""
     behind: dict[str, int] = field(default_factory=dict)  # agent -> feed events not yet handled (all partitions)
+    held: int | None = None  # what ingest held: frames and reads in its pipeline, events in its outbox
 
 
 def memory_flat(
@@ -137,17 +138,24 @@ def behind_summary(samples: Sequence[Sample]) -> list[str]:
         p50, p99 = values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.99))]
         last = next((s.behind[agent] for s in reversed(samples) if agent in s.behind), None)
         lines.append(f"agent {agent} behind its feed: p50 {p50}, p99 {p99}, max {values[-1]} events; at the end {last}")
+    held = sorted(s.held for s in samples if s.held is not None)
+    if held:
+        p50, p99 = held[len(held) // 2], held[min(len(held) - 1, int(len(held) * 0.99))]
+        lines.append(
+            f"ingest held (pipeline and outbox): p50 {p50}, p99 {p99}, max {held[-1]} frames, reads and events"
+        )
     return lines
 
 
 def render(samples: Sequence[Sample], names: Sequence[str]) -> str:
     """The run's table: time, RSS per process (MiB), lag, events logged, each agent's backlog, fault under way."""
     agents = agents_of(samples)
-    heads = ["time", *names, "lag", "logged", *(f"{a} behind" for a in agents), "fault"]
+    heads = ["time", *names, "lag", "logged", *(f"{a} behind" for a in agents), "ingest held", "fault"]
     rows = [
         [f"{s.at_s:6.0f}s", *(f"{s.rss_kib[n] / MIB:.1f}" if n in s.rss_kib else "-" for n in names),
          "-" if s.lag is None else str(s.lag), "-" if s.logged is None else str(s.logged),
-         *(str(s.behind[a]) if a in s.behind else "-" for a in agents), s.fault]
+         *(str(s.behind[a]) if a in s.behind else "-" for a in agents), "-" if s.held is None else str(s.held),
+         s.fault]
         for s in samples
     ]  # fmt: skip
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(heads)]

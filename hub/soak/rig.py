@@ -152,6 +152,13 @@ class HubRig:
         except Exception:  # the database is down or restarting
             return None
 
+    async def held(self) -> int | None:
+        """What ingest holds: frames and reads waiting in its pipeline and events in its outbox (None while it is
+        down). Events held longer than a kill's slack are what a kill loses (:data:`hub.soak.run.KILL_SLACK_S`)."""
+        backlog = await self.metric("ingest", "ml_ingest_backlog")
+        outbox = await self.metric("ingest", "ml_ingest_outbox_events")
+        return None if backlog is None or outbox is None else int(backlog + outbox)
+
     async def metric(self, name: str, metric: str) -> float | None:
         """One sample of a Prometheus metric from a service's /metrics (summed over labels)."""
         port = self.service(name).health_port

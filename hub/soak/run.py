@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hub.config import Settings
+from hub.soak.evidence import write_evidence
 from hub.soak.faults import RECOVER_WITHIN_S, Injected, rotation
 from hub.soak.invariants import (
     Verdict,
@@ -38,6 +39,7 @@ class SoakReport:
     names: list[str] = field(default_factory=list)
     logged: int = 0
     coordinator_calls: float | None = None  # call views the coordinator still held once every call had ended
+    evidence: Path | None = None  # the journal and the log of the calls a failed verdict names
 
     @property
     def ok(self) -> bool:
@@ -52,13 +54,24 @@ class SoakReport:
         lines += ["", *behind_summary(self.samples)]
         if self.coordinator_calls is not None:
             lines.append(f"coordinator call views at the end: {self.coordinator_calls:.0f}")
-        lines += ["", *(v.line() for v in self.verdicts), "", f"soak {'PASSED' if self.ok else 'FAILED'}"]
+        lines += ["", *(v.line() for v in self.verdicts)]
+        if self.evidence is not None:
+            lines.append(f"the calls those verdicts name, journal beside log: {self.evidence}")
+        lines += ["", f"soak {'PASSED' if self.ok else 'FAILED'}"]
         return "\n".join(lines)  # fmt: skip
 
 
 async def _sample(rig: HubRig, started: float, fault: str) -> Sample:
     rss = {name: kib for name, pid in rig.pids().items() if (kib := rss_kib(pid)) is not None}
-    return Sample(time.monotonic() - started, rss, await rig.lag(), await rig.logged(), fault, await rig.behind())
+    return Sample(
+        time.monotonic() - started,
+        rss,
+        await rig.lag(),
+        await rig.logged(),
+        fault,
+        await rig.behind(),
+        await rig.held(),
+    )
 
 
 async def soak(
@@ -80,7 +93,10 @@ async def soak(
                 report.samples.append(sample)
                 rss = " ".join(f"{name}={kib // 1024}M" for name, kib in sample.rss_kib.items())
                 behind = " ".join(f"{agent}-behind={n}" for agent, n in sorted(sample.behind.items()))
-                echo(f"{sample.at_s:6.0f}s lag {sample.lag} logged {sample.logged} {rss} {behind} {sample.fault}")
+                echo(
+                    f"{sample.at_s:6.0f}s lag {sample.lag} logged {sample.logged} {rss} {behind} "
+                    f"ingest-held={sample.held} {sample.fault}"
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), sample_every_s)
 
@@ -126,6 +142,9 @@ async def soak(
                 report.samples, report.names, report.faults_at, within_s=RECOVER_WITHIN_S, shown=INFRASTRUCTURE
             ),
         ]
+        named = [call for verdict in failed(report.verdicts) for call in verdict.calls]
+        report.evidence = write_evidence(data_dir / "differences.txt", rig.sim.journal.entries, events, named,
+                                         rig.cuts)  # fmt: skip
         report.coordinator_calls = await rig.metric("coordinator", "ml_coordinator_calls")
         if check_memory:
             report.verdicts.append(memory_flat(report.samples, report.names, shown=INFRASTRUCTURE,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hub.natsd import free_port
+from hub.soak.evidence import call_evidence
 from hub.soak.faults import Injected
 from hub.soak.invariants import Verdict, failed
 from hub.soak.rig import HubRig, running_hub
@@ -28,7 +29,10 @@ async def hub(tmp_path: Path, db_url: str) -> AsyncIterator[HubRig]:
 async def judge(rig: HubRig, injected: list[Injected]) -> list[Verdict]:
     """Wait until the hub settled, then every invariant; the recovery times are printed (pytest -s shows them)."""
     await rig.wait_settled(within_s=45)
-    verdicts = ground_truth_verdicts(rig, await rig.log_events(), injected, within_s=30)
+    events = await rig.log_events()
+    verdicts = ground_truth_verdicts(rig, events, injected, within_s=30)
+    named = [call for verdict in failed(verdicts) for call in verdict.calls]
+    print(call_evidence(rig.sim.journal.entries, events, named, rig.cuts), end="")
     for i in injected:
         print(f"recovery {i.recovery.fault}: {i.recovery.seconds} s (ready {i.ready_s}, next commit {i.commit_s})")
     for v in verdicts:

@@ -52,6 +52,7 @@ def test_a_lost_transition_fails_and_is_named() -> None:
     verdict = transitions_once(_journal().entries, _visible, events, end_grace_s=0.5)
     assert not verdict.ok
     assert "missing" in verdict.detail and "answered" in verdict.detail
+    assert verdict.calls == (1,)
 
 
 def test_a_transition_logged_twice_fails() -> None:

@@ -28,3 +28,4 @@ async def test_a_two_minute_soak_with_rotating_faults_keeps_every_invariant_and_
     assert report.logged > 100 * 60  # the traffic really ran
     assert set(agents_of(report.samples)) >= {"coordinator", "routing", "crm"}  # each agent's backlog is reported
     assert "agent routing behind its feed" in report.text()
+    assert any(s.held is not None for s in report.samples) and "ingest held" in report.text()

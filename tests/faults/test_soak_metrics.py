@@ -13,17 +13,21 @@ def test_feed_consumers_name_their_agent_and_other_consumers_name_none() -> None
     assert agent_of_consumer("ml-agent-routing-px") is None
 
 
-def test_each_agent_s_backlog_is_summarised_and_shown_per_sample() -> None:
-    samples = [Sample(float(t), {"ingest": 80 * MIB}, 0, t, behind={"routing": n, "crm": 2 * n})
+def test_each_agent_s_backlog_and_what_ingest_held_are_summarised_and_shown_per_sample() -> None:
+    samples = [Sample(float(t), {"ingest": 80 * MIB}, 0, t, behind={"routing": n, "crm": 2 * n}, held=3 * n)
                for t, n in enumerate([0, 10, 400, 20, 0])]  # fmt: skip
+    samples.append(Sample(5.0, {}, None, None, "ingest"))  # ingest killed: nothing to read
     summary = behind_summary(samples)
     assert summary == [
         "agent crm behind its feed: p50 20, p99 800, max 800 events; at the end 0",
         "agent routing behind its feed: p50 10, p99 400, max 400 events; at the end 0",
+        "ingest held (pipeline and outbox): p50 30, p99 1200, max 1200 frames, reads and events",
     ]
     table = render(samples, ["ingest"]).splitlines()
-    assert table[0].split() == ["time", "ingest", "lag", "logged", "crm", "behind", "routing", "behind", "fault"]
-    assert table[3].split()[-2:] == ["800", "400"]
+    assert table[0].split() == ["time", "ingest", "lag", "logged", "crm", "behind", "routing", "behind", "ingest",
+                                "held", "fault"]  # fmt: skip
+    assert table[3].split()[-3:] == ["800", "400", "1200"]
+    assert table[6].split()[-2:] == ["-", "ingest"]
 
 
 def test_memory_that_keeps_growing_fails_and_a_restart_dip_does_not() -> None:
