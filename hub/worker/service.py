@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +31,10 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, PubAck
 from prometheus_client import Counter, Histogram
 
-from hub.bus import EventPublisher
+from hub.bus import EventPublisher, PublishError
 from hub.bus.kv import IDEMPOTENCY, RATE, open_bucket
 from hub.logs import bind, get_logger
 from hub.worker.gateway import CommandFailure, PbxGateway
@@ -55,7 +56,11 @@ LATENCY = Histogram(
     "ml_worker_command_seconds", "Command handling time", ["type"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2, 10)
 )
 
-BUS_ERRORS = (nats.errors.Error, TimeoutError, ConnectionError)
+_SENT: ContextVar[list[asyncio.Future[PubAck]] | None] = ContextVar("worker_delivery_publishes", default=None)
+"""The acks of the events one command delivery published. The worker handles a fetched batch at once on one
+publisher; each delivery confirms its own events before it replies and acks (a shared flush told one command of
+another's failure, and the other of none)."""
+BUS_ERRORS = (nats.errors.Error, TimeoutError, ConnectionError, PublishError)  # PublishError: an event unacknowledged
 """What the bus raises while it is away (a NATS restart): a command is left for redelivery, the worker goes on."""
 STORE_ATTEMPTS = 6  # storing a known result through a NATS restart (~1-3 s here): 0.25 s doubling, up to ~8 s
 
@@ -145,6 +150,7 @@ class Worker:
 
     async def handle(self, msg: Msg) -> None:
         started = time.perf_counter()
+        _SENT.set([])  # this delivery's publishes (handle runs as its own task: the variable is its own)
         reply_to = (msg.headers or {}).get(REPLY_HEADER)
         try:
             command = parse_command(msg.data)
@@ -185,6 +191,9 @@ class Worker:
         )
         claim = await self._idem.claim(command, self._config.name)
         if claim.outcome is ClaimOutcome.DONE and claim.result is not None:
+            # the outcome event again, with its id: a NATS restart may have lost it after the result was stored
+            # (the stream's duplicate window and the log's unique event id keep one copy)
+            await self._outcome_event(command, claim.result)
             return claim.result.model_copy(update={"duplicate": True})
         if claim.outcome is ClaimOutcome.CONFLICT:
             return await self._finish(
@@ -256,27 +265,25 @@ class Worker:
     ) -> CommandResult:
         if failure is None:
             result = CommandResult(command_id=command.command_id, ok=True, result=data or {})
-            await self._event(
-                command,
-                ev.CommandSucceeded,
-                ev.CommandSucceededData(command_id=command.command_id, command_type=command.NAME, result=data or {}),
-            )
         else:
             result = CommandResult(command_id=command.command_id, ok=False, error=failure.as_error())
-            await self._event(
-                command,
-                ev.CommandFailed,
-                ev.CommandFailedData(
-                    command_id=command.command_id,
-                    command_type=command.NAME,
-                    code=failure.code.value,
-                    message=failure.message,
-                    pbx_reason=failure.pbx_reason,
-                ),
-            )
+        await self._outcome_event(command, result)
         if claim is not None:
             await self._store(claim, result)
         return result
+
+    async def _outcome_event(self, command: CommandBase, result: CommandResult) -> None:
+        """``command.succeeded`` or ``command.failed`` for ``result`` (its id is the command's: publishing it again
+        makes no second event)."""
+        if result.ok or result.error is None:
+            succeeded = ev.CommandSucceededData(command_id=command.command_id, command_type=command.NAME,
+                                                result=result.result or {})  # fmt: skip
+            await self._event(command, ev.CommandSucceeded, succeeded)
+            return
+        error = result.error
+        failed = ev.CommandFailedData(command_id=command.command_id, command_type=command.NAME, code=error.code.value,
+                                      message=error.message, pbx_reason=error.pbx_reason)  # fmt: skip
+        await self._event(command, ev.CommandFailed, failed)
 
     async def _store(self, claim: Claim, result: CommandResult) -> None:
         """Store a known outcome, retrying while the bus reconnects: lost, a redelivery could only answer
@@ -307,10 +314,17 @@ class Worker:
                 "data": data,
             }
         )
-        await self._publisher.publish(event)
+        future = await self._publisher.publish(event)
+        sent = _SENT.get()
+        if sent is not None:
+            sent.append(future)
 
     async def _reply(self, reply_to: str | None, result: CommandResult) -> None:
-        await self._publisher.flush()
+        """Once this delivery's events are acknowledged: an issuer told "done" finds them in the log."""
+        sent = _SENT.get()
+        if sent:
+            await self._publisher.confirm(sent)
+            sent.clear()
         if reply_to:
             await self._nc.publish(reply_to, dump(result))
 

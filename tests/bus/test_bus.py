@@ -82,3 +82,21 @@ async def test_publishing_without_a_stream_fails_on_flush(js: JetStreamContext) 
     await publisher.publish(make_event(events.LinkConnected))
     with pytest.raises(PublishError, match="1 event"):
         await publisher.flush(ack_wait=5)
+
+
+async def test_confirm_reports_only_the_callers_own_failed_publishes(js: JetStreamContext) -> None:
+    """Two units of work on one publisher (the worker's commands): each learns of its own failures only, and a
+    failure once confirmed is not reported again by a flush."""
+    await ensure_streams(js, BusConfig())
+    publisher = EventPublisher(js)
+    stored = await publisher.publish(make_event(events.CallAnswered))
+    lost = await publisher.publish_raw("nothing.captures.this", b"{}", "lost-1")  # no stream: no ack comes
+    with pytest.raises(PublishError, match="1 event"):
+        await publisher.confirm([lost, stored], ack_wait=5)
+    await publisher.confirm([stored])  # the other unit: its publish was acknowledged
+    await publisher.flush(ack_wait=5)  # the failure was the first caller's, and it was told
+    unconfirmed = await publisher.publish_raw("nothing.captures.this", b"{}", "lost-2")
+    await publisher.confirm([])
+    with pytest.raises(PublishError, match="1 event"):  # nobody confirmed it: the next flush says so
+        await publisher.flush(ack_wait=5)
+    assert unconfirmed.done()

@@ -212,3 +212,33 @@ async def test_a_bus_failure_mid_command_leaves_it_for_redelivery_and_the_worker
     assert later.ok
     assert len(claims) == 3  # the failed claim, its redelivery's, the next command's
     assert len(gateway.calls) == 2
+
+
+async def test_an_outcome_event_the_bus_did_not_take_is_published_again_on_the_redelivery(nc: Client) -> None:
+    """Seen in a soak: during a NATS restart the worker's flush raised (an event unacknowledged) and the worker
+    exited. Now the delivery is left for redelivery, the PBX is not called again, and the stored result's outcome
+    event is published again (same id), so the log gets it."""
+    gateway = RecordingGateway()
+    js = nc.jetstream()
+    succeeded = await js.pull_subscribe("ml.evt.main.command.*.succeeded", durable=None)
+    async with running(nc, gateway) as worker:
+        publisher = worker._publisher
+        publish, lost = publisher.publish, []
+
+        async def losing_the_first_outcome(event: Any) -> Any:
+            if event.type == "command.succeeded" and not lost:
+                lost.append(event.event_id)  # sent where no stream takes it: its ack fails, as in an outage
+                return await publisher.publish_raw("nothing.captures.this", b"{}", str(event.event_id))
+            return await publish(event)
+
+        publisher.publish = losing_the_first_outcome  # type: ignore[method-assign]
+        with anyio.fail_after(15):
+            result = await CommandClient(nc).send(drop())
+            after = await CommandClient(nc).send(drop())  # the worker is still there
+    assert result.ok and after.ok
+    assert len(gateway.calls) == 2  # the redelivery did not call the PBX again
+    assert len(lost) == 1
+    with anyio.fail_after(5):
+        msgs = await succeeded.fetch(10, timeout=2)
+    ids = [(m.headers or {}).get("Nats-Msg-Id") for m in msgs]
+    assert str(lost[0]) in ids and len(ids) == 2  # the lost one, published again, and the next command's
