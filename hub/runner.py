@@ -1,4 +1,5 @@
-"""The service runner: one lifespan, SIGINT/SIGTERM, and /healthz, /readyz, /metrics for every service.
+"""The service runner: one lifespan, SIGINT/SIGTERM, and /healthz, /readyz, /metrics for every service; freed heap
+memory is handed back to the OS once a minute (:mod:`hub.heaptrim`).
 
 A service is an ``async def main(ctx: ServiceContext) -> None`` that runs until ``ctx.stopping`` is set (or it is
 cancelled after the grace period). It reports readiness per component through ``ctx.health`` (e.g. "nats" not ready
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hub.heaptrim import trim_forever
 from hub.logs import get_logger
 
 log = get_logger(__name__)
@@ -145,6 +147,7 @@ async def run_service(
             if on_ready_url is not None:
                 on_ready_url(server.url)
             task = asyncio.create_task(main(ctx), name=f"{name}-main")
+            trimming = asyncio.create_task(trim_forever(ctx.stopping), name=f"{name}-heap-trim")
             stop_wait = asyncio.create_task(ctx.stopping.wait())
             done, _ = await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             if task not in done:
@@ -156,6 +159,7 @@ async def run_service(
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             stop_wait.cancel()
+            trimming.cancel()
             if task.done() and not task.cancelled() and task.exception() is not None:
                 exc = task.exception()
                 log.error("service failed", service=name, error=str(exc), exc_info=exc)
