@@ -1,6 +1,8 @@
 """What a failed ground-truth verdict is judged from, written next to the run's data: for each call it names, the
 simulator's journal around that call (its own entries, and the websocket, re-read and kill marks among them) and
-the hub's events for it. A 30-minute run is not repeated to see why it failed; this is what one looks at."""
+the hub's events for it; the reads of its legs show when ingest asked and what the PBX answered (a leg gone
+before its read leaves only a 404). A 30-minute run is not repeated to see why it failed; this is what one looks
+at."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 from schemas.events import Event
 
 MAX_CALLS = 20
+AFTER_ENTRIES = 2400  # journal entries after a call's last transition searched for late reads of its legs
 
 
 def _journal_line(entry: Any, t0: float, cuts: set[int]) -> str:
@@ -32,7 +35,8 @@ def _event_line(event: Event, t0: float) -> str:
 def call_evidence(
     entries: Sequence[Any], events: Iterable[Event], callids: Iterable[int], cuts: Iterable[int] = ()
 ) -> str:
-    """The journal and the log side by side for each call (at most :data:`MAX_CALLS`), times from the journal's
+    """The journal and the log side by side for each call (at most :data:`MAX_CALLS`): its transitions, the reads of
+    its legs, the websocket's connects and closes, the re-reads and kills among them; times from the journal's
     first entry."""
     wanted = sorted(set(callids))[:MAX_CALLS]
     if not wanted or not entries:
@@ -43,9 +47,12 @@ def call_evidence(
         if event.pbx_call_id in by_call:
             by_call[event.pbx_call_id].append(event)
     spans: dict[int, list[int]] = {}
+    reads: dict[str, int] = {}  # the path of each of these calls' participants -> the call (its reads are shown)
     for entry in entries:
         if entry.callid in by_call:
             spans.setdefault(entry.callid, []).append(entry.index)
+            if entry.kind == "state" and entry.participant_id is not None:
+                reads[f"/callcontrol/{entry.dn}/participants/{entry.participant_id}"] = entry.callid
     out: list[str] = []
     for callid in wanted:
         indices = spans.get(callid, [])
@@ -56,10 +63,12 @@ def call_evidence(
             while start > 0 and entries[first].at - entries[start - 1].at < 15.0:  # back over what led up to it
                 start -= 1
             out.append("  journal (this call, websocket, re-reads, kills):")
-            for entry in entries[start : last + 1]:
-                if entry.callid == callid or entry.index in cut_set or entry.kind == "ws" or (
-                    entry.kind == "request" and entry.detail.get("path") == "/callcontrol"
-                ):  # fmt: skip
+            for entry in entries[start : last + AFTER_ENTRIES]:
+                path = entry.detail.get("path") if entry.kind == "request" else None
+                if entry.index > last and reads.get(str(path)) != callid:
+                    continue  # after its last transition, only the reads of its legs (a read that came late)
+                if entry.callid == callid or entry.index in cut_set or entry.kind == "ws" or path == "/callcontrol" \
+                        or reads.get(str(path)) == callid:  # fmt: skip
                     out.append(_journal_line(entry, t0, cut_set))
         out.append("  hub's events:" if by_call[callid] else "  hub's events: none")
         out += [_event_line(event, t0) for event in by_call[callid]]

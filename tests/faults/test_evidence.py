@@ -18,6 +18,8 @@ def _journal() -> Journal:
     j.add(100.6, "state", callid=2, dn="800", participant_id=8, legid=1, old_status=None, new_status="Connected")
     j.add(101.0, "ws", detail={"action": "closed", "connections": 0})
     j.add(103.0, "state", callid=1, dn="800", participant_id=7, legid=1, old_status="Connected", new_status=None)
+    j.add(103.4, "request", detail={"method": "GET", "path": "/callcontrol/800/participants/8", "status": 200})
+    j.add(104.0, "request", detail={"method": "GET", "path": "/callcontrol/800/participants/7", "status": 404})
     return j
 
 
@@ -35,11 +37,12 @@ def test_the_evidence_shows_the_calls_journal_with_the_link_and_kill_marks_besid
     lines = text.splitlines()
     assert lines[0] == "call 1"
     journal = [line for line in lines if line.startswith("  #")]
-    assert len(journal) == 4  # its two transitions, the re-read and the websocket close; not call 2
+    assert len(journal) == 5  # its transitions, the re-read, the websocket close, its leg's late read; not call 2
     assert "800 p7 leg1 None -> Connected" in journal[0] and "0.000s" in journal[0]
     assert "path=/callcontrol" in journal[1]
     assert "action=closed" in journal[2] and journal[2].endswith("<- ingest killed")
     assert "Connected -> None" in journal[3] and "3.000s" in journal[3]
+    assert "path=/callcontrol/800/participants/7 status=404" in journal[4]  # it asked after the leg was gone
     assert "call.answered 800 p7 leg1" in text and "3.200s call.ended inferred" in text
     assert "leg_removed" not in text  # what the hub did not log is visible by its absence
 
