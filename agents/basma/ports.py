@@ -79,7 +79,7 @@ class CallControl(Protocol):
 class EventSink(Protocol):
     """:class:`hub.bus.EventPublisher` satisfies this."""
 
-    async def publish(self, event: EventBase) -> None: ...
+    async def publish(self, event: EventBase) -> object: ...  # EventPublisher returns the ack future
     async def flush(self, ack_wait: float = 10.0) -> None: ...
 
 

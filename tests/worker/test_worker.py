@@ -223,7 +223,8 @@ async def test_an_outcome_event_the_bus_did_not_take_is_published_again_on_the_r
     succeeded = await js.pull_subscribe("ml.evt.main.command.*.succeeded", durable=None)
     async with running(nc, gateway) as worker:
         publisher = worker._publisher
-        publish, lost = publisher.publish, []
+        publish = publisher.publish
+        lost: list[Any] = []
 
         async def losing_the_first_outcome(event: Any) -> Any:
             if event.type == "command.succeeded" and not lost:
