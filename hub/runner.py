@@ -160,6 +160,8 @@ async def run_service(
                         await task
             stop_wait.cancel()
             trimming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await trimming
             if task.done() and not task.cancelled() and task.exception() is not None:
                 exc = task.exception()
                 log.error("service failed", service=name, error=str(exc), exc_info=exc)
