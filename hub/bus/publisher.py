@@ -22,7 +22,7 @@ from schemas.events import EventBase
 
 MSG_ID = "Nats-Msg-Id"
 REPLAY_HEADER = "Ml-Replay"
-MAX_FAILED = 1000
+MAX_FAILED = 1000  # failures kept for the next flush when nobody confirms them (its count then says "at least")
 
 
 class PublishError(Exception):
