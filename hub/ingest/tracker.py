@@ -19,7 +19,9 @@ Reads, bounded and coalesced:
   frames carry no state, so only the call history can tell what it was (the driver reconciles).
 
 Calls: a call appears with its first leg and is gone ``end_grace_s`` after its last visible leg went (a transfer
-removes one leg and adds another: the grace keeps that from ending the call), or at once at a resync.
+removes one leg and adds another: the grace keeps that from ending the call), and no earlier read of a leg the hub
+does not know yet is still owed (the transfer's target may be it; bounded by ``NEW_LEG_WAIT_S``), or at once at a
+resync.
 """
 
 from __future__ import annotations
@@ -131,6 +133,11 @@ class _Call:
     last_leg: LegSnapshot | None = None
     end_at: float | None = None  # when the call is declared gone (grace after its last leg went)
     ended_at: float = 0.0  # when its last leg went
+
+
+NEW_LEG_WAIT_S = 5.0
+"""The longest a call's end waits, past its grace, for reads of legs that appeared before its last leg went."""
+NEW_LEG_RECHECK_S = 0.02
 
 
 class Tracker:
@@ -500,9 +507,20 @@ class Tracker:
                 continue
             del self._ending[callid]
             if not call.legs and call.last_leg is not None:
+                if now < call.ended_at + NEW_LEG_WAIT_S and self._new_leg_pending(call.ended_at):
+                    self._ending[callid] = now + NEW_LEG_RECHECK_S  # the read may show the call going on
+                    continue
                 out.append(CallGone(callid, call.last_leg, call.ended_at, inferred=False))
                 del self.calls[callid]
         return out
+
+    def _new_leg_pending(self, since: float) -> bool:
+        """A leg the hub does not know yet, upserted by ``since``, is waiting for its read or being read, or a DN's
+        list is being read. Such a leg may be the ending call's next one (a transfer's target: its call is known
+        only once the read answers); ending the call first ended it twice (once now, once with that leg)."""
+        if self._busy_lists or any(entity not in self.legs for entity in self._busy):
+            return True
+        return any(at <= since for at in self._fresh.values())
 
     def _forget_old_tickets(self) -> None:
         """Participant ids grow or are reused without end: drop the tickets of participants that no read in

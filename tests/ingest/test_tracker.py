@@ -155,6 +155,45 @@ def test_a_call_is_gone_only_after_the_grace_and_a_transfer_keeps_it() -> None:
     assert isinstance(gone, CallGone) and gone.at == 3.0 and gone.last_leg.participant.dn == "102"
 
 
+def test_a_call_whose_last_leg_goes_while_a_new_leg_is_being_read_ends_once() -> None:
+    """Seen in a soak on a slow machine: the transfer's target appeared (its read in flight), then the caller hung
+    up and both legs went; the route-point leg's removal was applied before that read's result, and the call ended
+    twice (once at once, once with the target). Its end now waits for the read."""
+    t = Tracker(end_grace_s=0.2)
+    t.frame(up("800", 5), 0)
+    t.read_done(t.take_reads(0)[0], leg(5, "Connected", dn="800"), 0)
+    t.frame(up("100", 6), 1.0)  # the target: a leg the tracker cannot place in a call before its read
+    [target] = t.take_reads(1.0)
+    t.frame(Frame("remove", dn="800", participant_id=5), 1.1)
+    assert t.tick(1.5) == []  # past the grace, but the read of a leg seen before the removal is owed
+    out = t.read_done(target, leg(6, "Ringing", dn="100", referred_by_dn="800"), 1.6)
+    assert kinds(out) == ["LegAppeared"]  # the same call goes on
+    t.frame(Frame("remove", dn="100", participant_id=6), 1.7)
+    assert t.tick(1.8) == []
+    [gone] = t.tick(2.0)
+    assert isinstance(gone, CallGone) and gone.at == 1.7 and gone.last_leg.participant.dn == "100"
+    assert t.tick(10.0) == []
+
+
+def test_a_call_s_end_waits_for_an_owed_read_only_so_long() -> None:
+    t = Tracker(end_grace_s=0.2)
+    t.frame(up("800", 5), 0)
+    t.read_done(t.take_reads(0)[0], leg(5, "Connected", dn="800"), 0)
+    t.frame(up("100", 6), 1.0)
+    t.take_reads(1.0)  # a read that never answers
+    t.frame(Frame("remove", dn="800", participant_id=5), 1.1)
+    assert t.tick(5.0) == []
+    [gone] = t.tick(6.2)  # NEW_LEG_WAIT_S after the leg went
+    assert isinstance(gone, CallGone) and gone.at == 1.1
+    t2 = Tracker(end_grace_s=0.2)  # a leg upserted after the removal does not hold the end
+    t2.frame(up("800", 5), 0)
+    t2.read_done(t2.take_reads(0)[0], leg(5, "Connected", dn="800"), 0)
+    t2.frame(Frame("remove", dn="800", participant_id=5), 1.1)
+    t2.frame(up("100", 7), 1.2)
+    [late] = t2.tick(1.4)
+    assert isinstance(late, CallGone)
+
+
 def test_dtmf_for_a_known_leg_is_immediate_and_for_an_unknown_leg_waits_for_its_read() -> None:
     t = Tracker()
     t.frame(up("800", 5), 0)
