@@ -22,6 +22,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hub.bench.registry import percentile
 from hub.soak.invariants import Verdict
 
 MIB = 1024
@@ -98,7 +99,7 @@ def lag_recovers(samples: Sequence[Sample], faults_at: Sequence[tuple[str, float
         if not any(s.lag is not None and s.lag <= bound for s in after):
             slow.append(name)
     lags = sorted(s.lag for s in samples if s.lag is not None)
-    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))] if lags else None
+    p99 = int(percentile(lags, 99)) if lags else None
     if slow or final_lag != 0:
         detail = f"lag above {bound} for {within_s:.0f} s after: {', '.join(slow) or '-'}; at the end {final_lag}"
         return Verdict("lag back under the bound after each fault", False, detail)
@@ -135,12 +136,12 @@ def behind_summary(samples: Sequence[Sample]) -> list[str]:
     lines = []
     for agent in agents_of(samples):
         values = sorted(s.behind[agent] for s in samples if agent in s.behind)
-        p50, p99 = values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.99))]
+        p50, p99 = int(percentile(values, 50)), int(percentile(values, 99))
         last = next((s.behind[agent] for s in reversed(samples) if agent in s.behind), None)
         lines.append(f"agent {agent} behind its feed: p50 {p50}, p99 {p99}, max {values[-1]} events; at the end {last}")
     held = sorted(s.held for s in samples if s.held is not None)
     if held:
-        p50, p99 = held[len(held) // 2], held[min(len(held) - 1, int(len(held) * 0.99))]
+        p50, p99 = int(percentile(held, 50)), int(percentile(held, 99))
         lines.append(
             f"ingest held (pipeline and outbox): p50 {p50}, p99 {p99}, max {held[-1]} frames, reads and events"
         )

@@ -155,27 +155,34 @@ class HubRig:
     async def held(self) -> int | None:
         """What ingest holds: frames and reads waiting in its pipeline and events in its outbox (None while it is
         down). Events held longer than a kill's slack are what a kill loses (:data:`hub.soak.run.KILL_SLACK_S`)."""
-        backlog = await self.metric("ingest", "ml_ingest_backlog")
-        outbox = await self.metric("ingest", "ml_ingest_outbox_events")
-        return None if backlog is None or outbox is None else int(backlog + outbox)
+        found = await self.metrics("ingest", "ml_ingest_backlog", "ml_ingest_outbox_events")
+        return None if len(found) < 2 else int(sum(found.values()))
 
     async def metric(self, name: str, metric: str) -> float | None:
         """One sample of a Prometheus metric from a service's /metrics (summed over labels)."""
+        return (await self.metrics(name, metric)).get(metric)
+
+    async def metrics(self, name: str, *metrics: str) -> dict[str, float]:
+        """Several metrics from one read of a service's /metrics (each summed over labels); those it does not
+        report (or all, while it is down) are left out."""
         port = self.service(name).health_port
         try:
             text = (await self.http.get(f"http://127.0.0.1:{port}/metrics")).text
         except httpx.HTTPError:
-            return None
-        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                  if line.startswith(metric) and not line.startswith("#")]  # fmt: skip
-        return sum(values) if values else None
+            return {}
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            metric = next((m for m in metrics if line.startswith(m)), None)
+            if metric is not None:
+                found[metric] = found.get(metric, 0.0) + float(line.rsplit(" ", 1)[1])
+        return found
 
     async def settled(self) -> tuple[int, int] | None:
         """Ingest holds nothing (outbox and pipeline empty, no call left in the simulator) and the recorder filed
         the whole stream: (frames the simulator sent, events in the stream), else None."""
-        held = await self.metric("ingest", "ml_ingest_outbox_events")
-        backlog = await self.metric("ingest", "ml_ingest_backlog")
-        if held != 0 or backlog != 0 or self.sim.engine.calls:
+        if await self.held() != 0 or self.sim.engine.calls:
             return None
         messages, lag, logged = await self.stream_messages(), await self.lag(), await self.logged()
         if lag == 0 and messages is not None and messages == logged:
