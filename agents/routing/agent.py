@@ -25,6 +25,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import httpx
+from nats.js.errors import NotFoundError
+from prometheus_client import Gauge
 
 from agents.routing.menu import MenuResult, PromptOutput, run_menu
 from agents.routing.reload import RulesSource
@@ -47,6 +49,7 @@ AGENT_NAME = "routing"
 DRY_RUN_NAME = "routing-dry-run"
 MAX_CALLS = 100_000
 MAX_MENU_DEPTH = 10
+CALLS = Gauge("ml_routing_calls", "Calls the routing agent keeps facts for (each dropped at its call.ended)")
 
 AudioOpener = Callable[[str, LegRef], AbstractAsyncContextManager[PromptOutput]]
 """(pbx id, leg) -> the leg's outgoing audio, entered for as long as a menu plays."""
@@ -120,6 +123,7 @@ class RoutingAgent:
             facts = self.calls[key] = CallFacts()
             while len(self.calls) > MAX_CALLS:  # a lost call.ended must not leak
                 self.calls.popitem(last=False)
+            CALLS.set(len(self.calls))
         return facts
 
     # ------------------------------------------------------------------ handlers
@@ -177,6 +181,7 @@ class RoutingAgent:
         @agent.on(ev.CallEnded)
         async def ended(event: ev.CallEnded, ctx: Context) -> None:
             self.calls.pop((event.pbx_id, _call(event)), None)
+            CALLS.set(len(self.calls))
 
         @agent.on_assigned
         async def assigned(event: ev.AgentAssigned, ctx: Context) -> None:
@@ -210,27 +215,44 @@ class RoutingAgent:
 
     # ------------------------------------------------------------------ deciding
 
-    async def _context(self, event: ev.EventBase, ctx: Context) -> CallContext:
-        facts = self.facts(event.pbx_id, _call(event))
-        if not facts.caller and not facts.did:  # assigned before this replica saw the call (a restart)
-            created = await self._created(ctx)
-            if created is not None:
-                facts.caller, facts.direction = created.data.from_number, created.data.direction
-                facts.did = created.data.did or created.data.to_number
-        return CallContext(caller=facts.caller, did=facts.did, at=event.occurred_at)
+    async def _known(self, event: ev.EventBase, ctx: Context) -> CallFacts | None:
+        """The call's facts, or None when it has ended. An assignment can reach this agent after the call's
+        ``call.ended`` (a coordinator catching up after a restart assigns calls that ended while it was away):
+        facts made for such a call would never be dropped, so for a call this agent holds nothing about, the
+        event stream is asked first (two direct gets: its last ``call.created`` and ``call.ended``; an end
+        stored after the creation means the call is over, which also holds if the PBX reuses a call id).
+        """
+        key = (event.pbx_id, _call(event))
+        facts = self.calls.get(key)
+        if facts is not None and (facts.caller or facts.did):
+            return facts
+        created = await self._stored(ctx, ev.CallCreated)
+        if facts is None:
+            ended = await self._stored(ctx, ev.CallEnded)
+            if ended is not None and (created is None or ended[0] > created[0]):
+                return None
+        facts = self.facts(*key)  # assigned before this replica saw the call (a restart): fill in what it missed
+        if created is not None and isinstance(created[1], ev.CallCreated):
+            data = created[1].data
+            facts.caller, facts.direction, facts.did = data.from_number, data.direction, data.did or data.to_number
+        return facts
 
-    async def _created(self, ctx: Context) -> ev.CallCreated | None:
-        """The call's ``call.created`` read back from the event stream (one direct get by subject)."""
-        subject = subjects.event_filter(pbx_id=ctx.pbx_id, event_type=ev.CallCreated, key=ctx.call_id)
+    async def _stored(self, ctx: Context, event_type: type[ev.EventBase]) -> tuple[int, ev.EventBase] | None:
+        """The call's last ``event_type`` event in the event stream, with its stream sequence (a direct get by
+        subject); None when there is none or the stream cannot say (decide with what is known)."""
+        subject = subjects.event_filter(pbx_id=ctx.pbx_id, event_type=event_type, key=ctx.call_id)
         if self.runtime is None:
             return None
         try:
             msg = await self.runtime.nc.jetstream().get_last_msg(subjects.EVENTS_STREAM, subject)
             found = parse_event(msg.data or b"")
-        except Exception as exc:  # not found, undecodable, or the stream is away: decide without caller facts
-            log.warning("call facts unavailable", call_id=ctx.call_id, error=type(exc).__name__)
+        except NotFoundError:
             return None
-        return found if isinstance(found, ev.CallCreated) else None
+        except Exception as exc:  # undecodable, or the stream is away
+            log.warning("call facts unavailable", call_id=ctx.call_id, event_type=event_type.type_name(),
+                        error=type(exc).__name__)  # fmt: skip
+            return None
+        return (msg.seq or 0, found) if isinstance(found, event_type) else None
 
     async def _route(self, event: ev.AgentAssigned, ctx: Context) -> None:
         leg = event.leg or ctx.leg
@@ -238,10 +260,15 @@ class RoutingAgent:
             log.error("assigned a call with no leg: nothing to route", call_id=ctx.call_id)
             await ctx.release("no leg to route")
             return
+        facts = await self._known(event, ctx)
+        if facts is None:
+            log.info("assigned a call that had already ended: nothing to route", call_id=ctx.call_id)
+            await ctx.release("the call ended before it was routed")
+            return
         rules = self.rules
-        decision = rules.decide(await self._context(event, ctx))
-        self.facts(ctx.pbx_id, _call(event)).decided = True
-        await self._execute(ctx, rules, decision, leg, purpose="route")
+        decision = rules.decide(CallContext(caller=facts.caller, did=facts.did, at=event.occurred_at))
+        facts.decided = True
+        await self._execute(ctx, rules, decision, leg, "route", facts)
 
     async def _announce(self, ctx: Context, decision: Decision, purpose: str, action: str | None = None) -> None:
         self.counts["decided"] += 1
@@ -264,30 +291,35 @@ class RoutingAgent:
 
     # ------------------------------------------------------------------ acting
 
-    async def _execute(self, ctx: Context, rules: RoutingRules, decision: Decision, leg: LegRef, purpose: str) -> None:
+    async def _execute(
+        self, ctx: Context, rules: RoutingRules, decision: Decision, leg: LegRef, purpose: str, facts: CallFacts
+    ) -> None:
+        """``facts`` are the call's, held here rather than looked up again: a lookup after the call ended would
+        make new ones that nothing drops."""
         action = decision.action
         if isinstance(action, PlayMenu):
             await self._announce(ctx, decision, purpose)
             self.counts["menus"] += 1
-            ctx.spawn(self._menu(ctx, rules, action.name, leg, purpose), name=f"routing-menu-{ctx.call_id}")
+            ctx.spawn(self._menu(ctx, rules, action.name, leg, purpose, facts), name=f"routing-menu-{ctx.call_id}")
             return
         await self._announce(ctx, decision, purpose)
         if isinstance(action, Reject):
             result = await ctx.send(c.Drop, leg=leg, purpose=f"{purpose}:drop")
             await self._done(ctx, result, "rejected (blocked caller)")
             return
-        result = await self._move(ctx, action, leg, purpose)
+        result = await self._move(ctx, action, leg, purpose, facts)
         if not result.ok:
             await self._fallback(ctx, rules, leg, purpose, action.to, _why(result))
         elif action.overflow is not None:
-            ctx.spawn(self._overflow(ctx, action, leg, decision, purpose), name=f"routing-overflow-{ctx.call_id}")
+            overflow = self._overflow(ctx, action, leg, decision, purpose, facts)
+            ctx.spawn(overflow, name=f"routing-overflow-{ctx.call_id}")
         else:
             await ctx.release(f"routed to {action.to}")
 
-    async def _move(self, ctx: Context, route: Route, leg: LegRef, purpose: str) -> c.CommandResult:
+    async def _move(self, ctx: Context, route: Route, leg: LegRef, purpose: str, facts: CallFacts) -> c.CommandResult:
         """transfer for a Connected leg; route_to when the leg rings, its state is unknown, or an overflow may follow
         (the leg must stay until the destination answers)."""
-        status = self.facts(ctx.pbx_id, _call(ctx.event)).status.get(leg.key)
+        status = facts.status.get(leg.key)
         if status == LegStatus.CONNECTED and route.overflow is None:
             return await ctx.send(c.Transfer, args=c.TransferArgs(to=route.to), leg=leg, purpose=f"{purpose}:transfer")
         return await ctx.send(c.RouteTo, args=c.DestinationArgs(to=route.to), leg=leg, purpose=f"{purpose}:route_to")
@@ -313,10 +345,11 @@ class RoutingAgent:
         moved = await ctx.send(c.RouteTo, args=c.DestinationArgs(to=target), leg=leg, purpose=f"{purpose}:fallback")
         await self._done(ctx, moved, f"fallback to {target}")
 
-    async def _overflow(self, ctx: Context, route: Route, leg: LegRef, decision: Decision, purpose: str) -> None:
+    async def _overflow(
+        self, ctx: Context, route: Route, leg: LegRef, decision: Decision, purpose: str, facts: CallFacts
+    ) -> None:
         """Wait for the destination to answer; after ``after_s`` route the call to the overflow number."""
         assert route.overflow is not None
-        facts = self.facts(ctx.pbx_id, _call(ctx.event))
         facts.routed, facts.routed_leg = route, leg
         try:
             await asyncio.wait_for(facts.delivered.wait(), route.after_s)
@@ -336,8 +369,9 @@ class RoutingAgent:
         finally:
             facts.routed = None
 
-    async def _menu(self, ctx: Context, rules: RoutingRules, name: str, leg: LegRef, purpose: str) -> None:
-        facts = self.facts(ctx.pbx_id, _call(ctx.event))
+    async def _menu(
+        self, ctx: Context, rules: RoutingRules, name: str, leg: LegRef, purpose: str, facts: CallFacts
+    ) -> None:
         if self.audio is None:
             await self._fallback(ctx, rules, leg, purpose, None, "no audio path to play the menu (no PBX configured)")
             return
@@ -364,7 +398,7 @@ class RoutingAgent:
             else:
                 await self._fallback(ctx, rules, leg, step, None, result.reason)
             return
-        await self._execute(ctx, rules, Decision(f"menu {name}", result.action, result.reason), leg, step)
+        await self._execute(ctx, rules, Decision(f"menu {name}", result.action, result.reason), leg, step, facts)
 
     # ------------------------------------------------------------------ dry run
 
@@ -378,7 +412,10 @@ class RoutingAgent:
         if not inbound:
             return
         facts.decided = True
-        decision = self.rules.decide(await self._context(event, ctx))
+        known = await self._known(event, ctx)
+        if known is None:
+            return
+        decision = self.rules.decide(CallContext(caller=known.caller, did=known.did, at=event.occurred_at))
         if isinstance(decision.action, PlayMenu):
             facts.menu = decision.action.name
         await self._announce(ctx, decision, "route")

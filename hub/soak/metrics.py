@@ -12,13 +12,16 @@ the table printed from them, and the two trend checks:
   and the run ends with no lag at all;
 - services stay up when every hub process is in every sample, but for those within ``within_s`` of its own fault:
   the worker once exited on a NATS timeout and stayed down three minutes until its own fault restarted it, and no
-  other verdict saw it (recovery is timed from a fault, the lag is the recorder's).
+  other verdict saw it (recovery is timed from a fault, the lag is the recorder's);
+- call state is let go when, once every call has ended, the services that keep per-call state (the coordinator's
+  call views, the routing agent's call facts) report none: state kept past a call's end is a leak that RSS shows
+  only slowly (the routing agent kept facts for calls assigned after they ended, one set per call).
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,3 +166,13 @@ def render(samples: Sequence[Sample], names: Sequence[str]) -> str:
     lines = [" ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True))]
     lines += [" ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(lines)
+
+
+def call_state_dropped(held: Mapping[str, float | None]) -> Verdict:
+    """``held``: (service, what its gauge of per-call state read once every call had ended; None: not read)."""
+    unread = [name for name, n in held.items() if n is None]
+    kept = [f"{name} {n:.0f}" for name, n in held.items() if n]
+    why = ([f"still held: {', '.join(kept)}"] if kept else []) + ([f"not read: {', '.join(unread)}"] if unread else [])
+    if why:
+        return Verdict("call state let go at the end", False, "; ".join(why))
+    return Verdict("call state let go at the end", True, ", ".join(f"{name} 0" for name in held))

@@ -24,7 +24,16 @@ from hub.soak.invariants import (
     recovered,
     transitions_once,
 )
-from hub.soak.metrics import Sample, behind_summary, lag_recovers, memory_flat, render, rss_kib, services_stay_up
+from hub.soak.metrics import (
+    Sample,
+    behind_summary,
+    call_state_dropped,
+    lag_recovers,
+    memory_flat,
+    render,
+    rss_kib,
+    services_stay_up,
+)
 from hub.soak.rig import END_GRACE_S, HubRig, running_hub
 from hub.soak.traffic import load
 from schemas.events import Event
@@ -38,7 +47,7 @@ class SoakReport:
     verdicts: list[Verdict] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     logged: int = 0
-    coordinator_calls: float | None = None  # call views the coordinator still held once every call had ended
+    call_state: dict[str, float | None] = field(default_factory=dict)  # per-call state held once every call ended
     evidence: Path | None = None  # the journal and the log of the calls a failed verdict names
 
     @property
@@ -52,8 +61,6 @@ class SoakReport:
             for i in self.injected
         ]
         lines += ["", *behind_summary(self.samples)]
-        if self.coordinator_calls is not None:
-            lines.append(f"coordinator call views at the end: {self.coordinator_calls:.0f}")
         lines += ["", *(v.line() for v in self.verdicts)]
         if self.evidence is not None:
             lines.append(f"the calls those verdicts name, journal beside log: {self.evidence}")
@@ -145,11 +152,25 @@ async def soak(
         named = [call for verdict in failed(report.verdicts) for call in verdict.calls]
         report.evidence = write_evidence(data_dir / "differences.txt", rig.sim.journal.entries, events, named,
                                          rig.cuts)  # fmt: skip
-        report.coordinator_calls = await rig.metric("coordinator", "ml_coordinator_calls")
+        report.call_state = await _call_state(rig)
+        report.verdicts.append(call_state_dropped(report.call_state))
         if check_memory:
             report.verdicts.append(memory_flat(report.samples, report.names, shown=INFRASTRUCTURE,
                                                restarts=report.faults_at, warmup_s=WARMUP_S))  # fmt: skip
     return report
+
+
+async def _call_state(rig: HubRig, within_s: float = 60.0) -> dict[str, float | None]:
+    """What the services in :data:`CALL_STATE` hold once the agents have handled their whole feed (they may still
+    be catching up when ingest and the recorder have settled); what they last said after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        behind = await rig.behind()
+        held = {name: await rig.metric(name, gauge) for name, gauge in CALL_STATE.items() if name in rig.names}
+        caught_up = bool(behind) and not any(behind.values())
+        if (caught_up and not any(held.values()) and None not in held.values()) or time.monotonic() > deadline:
+            return held
+        await asyncio.sleep(0.5)
 
 
 async def run_soak(settings: Settings, *, minutes: float, rate: float, fault_every_s: float, data_dir: Path,
@@ -162,6 +183,9 @@ async def run_soak(settings: Settings, *, minutes: float, rate: float, fault_eve
     print(report.text(), flush=True)
     return 0 if report.ok else 1
 
+
+CALL_STATE = {"coordinator": "ml_coordinator_calls", "agent-routing": "ml_routing_calls"}
+"""The services that keep state per call, and the gauge that counts it: all zero once every call has ended."""
 
 INFRASTRUCTURE = ("nats",)
 """Processes whose memory the soak shows but does not judge: the nats-server's RSS follows what its streams store."""

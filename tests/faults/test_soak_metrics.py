@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from hub.sdk.feed import agent_of_consumer, consumer_name
-from hub.soak.metrics import MIB, Sample, behind_summary, lag_recovers, memory_flat, render, services_stay_up
+from hub.soak.metrics import (
+    MIB,
+    Sample,
+    behind_summary,
+    call_state_dropped,
+    lag_recovers,
+    memory_flat,
+    render,
+    services_stay_up,
+)
 
 
 def test_feed_consumers_name_their_agent_and_other_consumers_name_none() -> None:
@@ -89,3 +98,11 @@ def test_a_service_down_outside_its_own_fault_fails_and_one_restarting_in_its_fa
     verdict = services_stay_up(samples, ["worker", "ingest", "nats"], faults, within_s=30, shown=["nats"])
     assert not verdict.ok
     assert verdict.detail.startswith("worker down outside its faults at 32 samples, 81-236 s")
+
+
+def test_call_state_left_after_every_call_ended_fails_and_names_who_held_it() -> None:
+    assert call_state_dropped({"coordinator": 0.0, "agent-routing": 0.0}).ok
+    kept = call_state_dropped({"coordinator": 0.0, "agent-routing": 37.0})
+    assert not kept.ok and kept.detail == "still held: agent-routing 37"
+    unread = call_state_dropped({"coordinator": None, "agent-routing": 0.0})
+    assert not unread.ok and unread.detail == "not read: coordinator"

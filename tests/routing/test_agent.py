@@ -4,16 +4,21 @@ arrives Connected, so transfer or route_to, never divert), menu prompts on the r
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.aio.client import Client
+from prometheus_client import REGISTRY
 
 from agents.routing import DRY_RUN_NAME
 from hub.sdk import AgentReleasedCall, RoutingDecided
 from hub.simulator import peak
-from tests.agents.support import ROUTE_POINT, events_of, running, running_coordinator
+from schemas import subjects
+from schemas.common import utcnow
+from schemas.events import AgentAssigned
+from tests.agents.support import ROUTE_POINT, bus_events, events_of, publish, running, running_coordinator
 from tests.helpers import eventually, wait_until
 from tests.routing.support import COORDINATOR_RULES, Hub, hub_with_simulator, routing_agent, rules
 
@@ -189,6 +194,33 @@ async def test_new_rules_apply_to_the_next_call_without_a_restart(nc: Client, tm
             await wait_until(lambda: _ringing(hub, "102"), what="102 to ring (the new VIP rule)")
     assert agent.source.last_error is not None and agent.source.last_error.line == 1
     assert "not valid YAML" in str(agent.source.last_error)
+
+
+async def test_an_assignment_after_the_call_ended_routes_nothing_and_keeps_nothing(nc: Client, tmp_path: Path) -> None:
+    """A coordinator catching up after a restart assigns calls that ended while it was away (its assignment lands
+    in the feed after the call's end; here it is published as the coordinator would): the agent lets the call go
+    without a command and keeps no facts for it. Facts made then were never dropped: one leaked set per call."""
+    async with hub_with_simulator(nc) as hub:
+        agent = routing_agent(hub, rules(), tmp_path)
+        async with running(agent.agent, nc):
+            call = hub.sim.engine.place_call("+15550101", ROUTE_POINT)  # a VIP: would be transferred to 101
+            await eventually(lambda: len(agent.calls) == 1, what="the agent to see the call")
+            [(pbx_id, call_id)] = agent.calls
+            leg = next(e.leg for e in await bus_events(nc, subjects.event_filter(key=call_id)) if e.leg is not None)
+            hub.sim.engine.hangup(call.callid)
+            await eventually(lambda: not agent.calls, what="the agent to see the call end")
+            late = AgentAssigned.model_validate({
+                "event_id": uuid.uuid4(), "pbx_id": pbx_id, "call_id": call_id, "leg": leg,
+                "occurred_at": utcnow(), "data": {"agent": "routing", "rule": "everyone", "claim_within_s": 5.0},
+            })  # fmt: skip
+            await publish(nc, late)
+            await wait_until(lambda: _any(events_of(nc, AgentReleasedCall)), what="the late assignment handled")
+            [released] = await events_of(nc, AgentReleasedCall)
+            held = dict(agent.calls)
+    assert released.data.reason == "the call ended before it was routed"
+    assert held == {} and REGISTRY.get_sample_value("ml_routing_calls") == 0
+    assert await decisions(hub) == []
+    assert hub.requests("/transferto") == hub.requests("/routeto") == []
 
 
 def _loud_ms(hub: Hub, pid: int) -> float:
