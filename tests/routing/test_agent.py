@@ -18,7 +18,7 @@ from hub.simulator import peak
 from schemas import subjects
 from schemas.common import utcnow
 from schemas.events import AgentAssigned
-from tests.agents.support import ROUTE_POINT, bus_events, events_of, publish, running, running_coordinator
+from tests.agents.support import PBX, ROUTE_POINT, bus_events, events_of, publish, running, running_coordinator
 from tests.helpers import eventually, wait_until
 from tests.routing.support import COORDINATOR_RULES, Hub, hub_with_simulator, routing_agent, rules
 
@@ -205,15 +205,10 @@ async def test_an_assignment_after_the_call_ended_routes_nothing_and_keeps_nothi
         async with running(agent.agent, nc):
             call = hub.sim.engine.place_call("+15550101", ROUTE_POINT)  # a VIP: would be transferred to 101
             await eventually(lambda: len(agent.calls) == 1, what="the agent to see the call")
-            [(pbx_id, call_id)] = agent.calls
-            leg = next(e.leg for e in await bus_events(nc, subjects.event_filter(key=call_id)) if e.leg is not None)
+            [(_, call_id)] = agent.calls
             hub.sim.engine.hangup(call.callid)
             await eventually(lambda: not agent.calls, what="the agent to see the call end")
-            late = AgentAssigned.model_validate({
-                "event_id": uuid.uuid4(), "pbx_id": pbx_id, "call_id": call_id, "leg": leg,
-                "occurred_at": utcnow(), "data": {"agent": "routing", "rule": "everyone", "claim_within_s": 5.0},
-            })  # fmt: skip
-            await publish(nc, late)
+            await publish(nc, await _assignment(nc, call_id))
             await wait_until(lambda: _any(events_of(nc, AgentReleasedCall)), what="the late assignment handled")
             [released] = await events_of(nc, AgentReleasedCall)
             held = dict(agent.calls)
@@ -221,6 +216,32 @@ async def test_an_assignment_after_the_call_ended_routes_nothing_and_keeps_nothi
     assert held == {} and REGISTRY.get_sample_value("ml_routing_calls") == 0
     assert await decisions(hub) == []
     assert hub.requests("/transferto") == hub.requests("/routeto") == []
+
+
+async def test_a_live_call_this_replica_never_saw_is_routed_by_the_caller_read_back(nc: Client, tmp_path: Path) -> None:
+    """A replica that holds nothing about a live call (it restarted after the call's first events: its memory is
+    empty) reads the call's ``call.created`` back from the event stream: the caller is known (a VIP, where an
+    unknown caller would get the menu), and the call, not ended, is routed."""
+    async with hub_with_simulator(nc) as hub:
+        agent = routing_agent(hub, rules(), tmp_path)
+        async with running(agent.agent, nc):
+            hub.sim.engine.place_call("+15550101", ROUTE_POINT)
+            await eventually(lambda: len(agent.calls) == 1, what="the agent to see the call")
+            [(_, call_id)] = agent.calls
+            agent.calls.clear()  # what a replica started after the call's first events holds
+            await publish(nc, await _assignment(nc, call_id))
+            await wait_until(lambda: _ringing(hub, "101"), what="101 to ring")
+            [decided] = await decisions(hub)
+    assert (decided.data.rule, decided.data.destination) == ("vip", "101")
+
+
+async def _assignment(nc: Client, call_id: str) -> AgentAssigned:
+    """``routing``'s assignment of the call's route-point leg, as the coordinator publishes it."""
+    leg = next(e.leg for e in await bus_events(nc, subjects.event_filter(key=call_id)) if e.leg is not None)
+    return AgentAssigned.model_validate({
+        "event_id": uuid.uuid4(), "pbx_id": PBX, "call_id": call_id, "leg": leg, "occurred_at": utcnow(),
+        "data": {"agent": "routing", "rule": "everyone", "claim_within_s": 5.0},
+    })  # fmt: skip
 
 
 def _loud_ms(hub: Hub, pid: int) -> float:
