@@ -141,7 +141,9 @@ async def _decisions(url: str, rate: float, count: int) -> tuple[list[float], in
                 while not await _settled(js, PARTITIONS):  # noqa: ASYNC110 - another process: poll its consumers
                     await asyncio.sleep(0.1)
             async for i in paced(rate, count):
-                assigned = calls[i][1]
+                # stamped as it is sent, as the coordinator does: one made up front is past its claim window
+                # (3 s) long before the last of 3,000 calls at 100/s goes out, and the agent rightly ignores it
+                assigned = calls[i][1].model_copy(update={"occurred_at": utcnow()})
                 assert assigned.call_id is not None
                 sent[assigned.call_id] = time.perf_counter_ns()
                 await publisher.publish(assigned)
