@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 from nats.js.errors import NotFoundError
@@ -50,6 +51,8 @@ DRY_RUN_NAME = "routing-dry-run"
 MAX_CALLS = 100_000
 MAX_MENU_DEPTH = 10
 CALLS = Gauge("ml_routing_calls", "Calls the routing agent keeps facts for (each dropped at its call.ended)")
+
+E = TypeVar("E", bound=ev.EventBase)
 
 AudioOpener = Callable[[str, LegRef], AbstractAsyncContextManager[PromptOutput]]
 """(pbx id, leg) -> the leg's outgoing audio, entered for as long as a menu plays."""
@@ -224,20 +227,23 @@ class RoutingAgent:
         """
         key = (event.pbx_id, _call(event))
         facts = self.calls.get(key)
-        if facts is not None and (facts.caller or facts.did):
-            return facts
-        created = await self._stored(ctx, ev.CallCreated)
-        if facts is None:
-            ended = await self._stored(ctx, ev.CallEnded)
-            if ended is not None and (created is None or ended[0] > created[0]):
-                return None
+        if facts is not None:
+            return await self._filled(facts, ctx)
+        created, ended = await self._stored(ctx, ev.CallCreated), await self._stored(ctx, ev.CallEnded)
+        if ended is not None and (created is None or ended[0] > created[0]):
+            return None
         facts = self.facts(*key)  # assigned before this replica saw the call (a restart): fill in what it missed
-        if created is not None and isinstance(created[1], ev.CallCreated):
-            data = created[1].data
-            facts.caller, facts.direction, facts.did = data.from_number, data.direction, data.did or data.to_number
+        if created is not None:
+            _apply(facts, created[1])
         return facts
 
-    async def _stored(self, ctx: Context, event_type: type[ev.EventBase]) -> tuple[int, ev.EventBase] | None:
+    async def _filled(self, facts: CallFacts, ctx: Context) -> CallFacts:
+        """``facts`` with the caller and DID read back from the call's ``call.created`` if this replica missed it."""
+        if not facts.caller and not facts.did and (created := await self._stored(ctx, ev.CallCreated)) is not None:
+            _apply(facts, created[1])
+        return facts
+
+    async def _stored(self, ctx: Context, event_type: type[E]) -> tuple[int, E] | None:
         """The call's last ``event_type`` event in the event stream, with its stream sequence (a direct get by
         subject); None when there is none or the stream cannot say (decide with what is known)."""
         subject = subjects.event_filter(pbx_id=ctx.pbx_id, event_type=event_type, key=ctx.call_id)
@@ -412,10 +418,8 @@ class RoutingAgent:
         if not inbound:
             return
         facts.decided = True
-        known = await self._known(event, ctx)
-        if known is None:
-            return
-        decision = self.rules.decide(CallContext(caller=known.caller, did=known.did, at=event.occurred_at))
+        await self._filled(facts, ctx)
+        decision = self.rules.decide(CallContext(caller=facts.caller, did=facts.did, at=event.occurred_at))
         if isinstance(decision.action, PlayMenu):
             facts.menu = decision.action.name
         await self._announce(ctx, decision, "route")
@@ -437,6 +441,11 @@ class RoutingAgent:
 
 def _answered_at(event: ev.CallAnswered, routed: Route | None) -> bool:
     return routed is not None and event.leg is not None and event.leg.dn == routed.to
+
+
+def _apply(facts: CallFacts, created: ev.CallCreated) -> None:
+    data = created.data
+    facts.caller, facts.direction, facts.did = data.from_number, data.direction, data.did or data.to_number
 
 
 def _call(event: ev.EventBase) -> str:

@@ -1,5 +1,5 @@
 """Samples of a soak run (RSS of every process, the recorder's consumer lag, events logged, the fault under way),
-the table printed from them, and the two trend checks:
+the table printed from them, and the checks over a run:
 
 - memory is flat when, for every hub process, the median RSS of the run's last third is at most the median of its
   second third plus ``max(1 MiB, 2 %)`` (the first third is warm-up). D§11's 5-minute warm-up applies to each
